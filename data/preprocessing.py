@@ -1,0 +1,128 @@
+"""The one preprocessing definition, shared by training, evaluation, the API and the viewer.
+
+Every slice is handled on its own (never with statistics of its volume), so a single uploaded
+slice is fed to the model exactly as it was during training:
+
+1. ``to_hwc3``: any 2-D image becomes float32 ``H x W x 3`` (grey is repeated, alpha dropped).
+2. ``resize_image``: bilinear resize to ``image_size`` x ``image_size`` (skipped when equal).
+3. ``normalize_intensity``: per channel z-score over that channel's non-zero (brain) pixels;
+   background stays 0. This is invariant to the input's scale and offset, so 8-bit, 16-bit
+   and float inputs of the same slice give the same tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from skimage.transform import resize
+
+NORMALIZATION = "zscore-nonzero-per-slice-per-channel"
+
+
+class PreprocessingConfig(BaseModel):
+    """What the model was trained on; stored in every checkpoint card."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int = Field(256, ge=32, le=1024, multiple_of=32)
+    normalization: str = NORMALIZATION
+    eps: float = Field(1e-6, gt=0)
+    channels: tuple[str, str, str] = ("pre-contrast", "FLAIR", "post-contrast")
+
+    def to_card(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def to_hwc3(image: np.ndarray) -> np.ndarray:
+    """Convert a 2-D image array to float32 ``H x W x 3``.
+
+    Accepted: ``H x W`` (grey, repeated to 3 channels), ``H x W x 1``, ``H x W x 3``,
+    ``H x W x 4`` (alpha dropped). Non-finite values raise, never pass silently.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"unsupported pixel type {arr.dtype}; expected integers or floats")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    elif not (arr.ndim == 3 and arr.shape[2] == 3):
+        raise ValueError(
+            f"expected a 2-D slice (H x W, or H x W x 1/3/4 channels); got shape {arr.shape}"
+        )
+    out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError("the image contains NaN or infinite values")
+    return out
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of ``H x W x C`` float32 to ``size x size x C``."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    downsampling = image.shape[0] > size or image.shape[1] > size
+    return resize(
+        image,
+        (size, size, image.shape[2]),
+        order=1,
+        preserve_range=True,
+        anti_aliasing=downsampling,
+    ).astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a binary ``H x W`` mask to ``size x size`` (uint8 0/1)."""
+    binary = (np.asarray(mask) > 0).astype(np.uint8)
+    if binary.shape == (size, size):
+        return binary
+    return resize(binary, (size, size), order=0, preserve_range=True, anti_aliasing=False).astype(
+        np.uint8
+    )
+
+
+def normalize_intensity(image: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Z-score each channel of ``H x W x C`` over its non-zero pixels; zeros stay zero.
+
+    A channel with no non-zero pixel, or a constant one, becomes all zeros (never NaN).
+    """
+    out = np.zeros_like(image, dtype=np.float32)
+    for c in range(image.shape[2]):
+        channel = image[:, :, c]
+        fg = channel != 0
+        if not fg.any():
+            continue
+        values = channel[fg].astype(np.float64)
+        mean = values.mean()
+        std = values.std()
+        if std < eps:
+            continue
+        out[:, :, c] = np.where(fg, (channel - mean) / (std + eps), 0.0)
+    return out
+
+
+def preprocess_image(image: np.ndarray, cfg: PreprocessingConfig) -> np.ndarray:
+    """Raw slice (any 2-D layout above) -> float32 ``3 x S x S`` model input."""
+    hwc = resize_image(to_hwc3(image), cfg.image_size)
+    return np.ascontiguousarray(normalize_intensity(hwc, cfg.eps).transpose(2, 0, 1))
+
+
+def preprocess_mask(mask: np.ndarray, cfg: PreprocessingConfig) -> np.ndarray:
+    """Raw mask (any non-zero is tumour) -> float32 ``1 x S x S`` target in {0, 1}."""
+    return resize_mask(mask, cfg.image_size)[None].astype(np.float32)
+
+
+def restore_size(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of an ``S x S`` probability map back to the input's ``height x width``."""
+    if probabilities.shape == (height, width):
+        return probabilities.astype(np.float32)
+    return np.clip(
+        resize(probabilities, (height, width), order=1, preserve_range=True, anti_aliasing=False),
+        0.0,
+        1.0,
+    ).astype(np.float32)

@@ -1,0 +1,133 @@
+"""Checkpoints: weights as safetensors plus a JSON model card beside them.
+
+``run/best.safetensors`` has its card in ``run/best.json``. The card carries everything needed to
+rebuild the model and its preprocessing (``model``, ``preprocessing``), plus the provenance
+(config, split, metrics, versions, hardware, wall time, intended use). Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from models.network import ModelConfig, build_model
+
+FORMAT = "lggseg-checkpoint/1"
+INTENDED_USE = "research, not for diagnostic use"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, tampered with or for another architecture."""
+
+
+def card_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_checkpoint(
+    weights_path: str | Path,
+    model: torch.nn.Module,
+    card: dict[str, Any],
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Save ``model`` weights (optionally cast, e.g. fp16) and its card; returns the card written.
+
+    ``card`` must hold ``model`` (a ModelConfig dump) and ``preprocessing``. The weights' SHA-256
+    is added so a tampered or truncated file is refused at load time.
+    """
+    for key in ("model", "preprocessing"):
+        if key not in card:
+            raise ValueError(f"the model card needs a '{key}' section")
+    state = {}
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        state[name] = t
+    blob = save(state, metadata={"format": FORMAT})
+    full = {"format": FORMAT, **card, "weights_sha256": hashlib.sha256(blob).hexdigest()}
+    full.setdefault("intended_use", INTENDED_USE)
+    atomic_write_bytes(weights_path, blob)
+    atomic_write_json(card_path(weights_path), full)
+    return full
+
+
+def load_card(weights_path: str | Path) -> dict[str, Any]:
+    path = card_path(weights_path)
+    if not path.is_file():
+        raise CheckpointError(f"model card not found: {path.name} must sit beside the weights")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"model card {path.name} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is not a {FORMAT} model card")
+    return card
+
+
+def load_checkpoint(
+    weights_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from its card and load the weights (fp32, eval mode).
+
+    Raises CheckpointError with the reason for a missing, truncated, tampered or mismatched file.
+    """
+    path = Path(weights_path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    card = load_card(path)
+    blob = path.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    if card.get("weights_sha256") not in (None, digest):
+        raise CheckpointError(
+            f"{path.name} does not match its card (sha256 {digest[:12]}..., card says "
+            f"{str(card.get('weights_sha256'))[:12]}...): truncated or modified"
+        )
+    try:
+        model_cfg = ModelConfig.model_validate(card["model"])
+    except Exception as exc:  # pydantic.ValidationError or KeyError
+        raise CheckpointError(f"the card's model section is invalid: {exc}") from exc
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path.name} as safetensors: {exc}") from exc
+    model = build_model(model_cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path.name} does not fit a {model_cfg.backbone} FlexibleUNet: "
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} wrong-shape tensors"
+        )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.to(device).eval(), card
