@@ -1,0 +1,48 @@
+"""The viewer's configuration: one typed object read from ``LGGSEG_*`` environment variables.
+
+=====================  ==============================================================
+``LGGSEG_API_URL``     base URL of a running API (``python -m inference.serve``); when
+                       set, the viewer calls it instead of loading the model itself
+``LGGSEG_CHECKPOINT``  weights for the in-process model (default: the bundled model)
+``LGGSEG_DATA_DIR``    a ``kaggle_3m`` folder to browse by patient
+``LGGSEG_DEVICE``      device for the in-process model (``cpu``, ``cuda``, ``cuda:1``)
+=====================  ==============================================================
+
+The sidebar can override the API URL and the data folder for one session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models import BUNDLED_CHECKPOINT
+
+
+class ViewerSettings(BaseSettings):
+    """Settings of the Streamlit viewer (environment variables with the ``LGGSEG_`` prefix)."""
+
+    model_config = SettingsConfigDict(env_prefix="LGGSEG_", extra="ignore", frozen=True)
+
+    api_url: str | None = Field(None, description="base URL of the inference API")
+    checkpoint: Path = Field(BUNDLED_CHECKPOINT, description="weights for the in-process model")
+    data_dir: Path | None = Field(None, description="a kaggle_3m folder to browse")
+    device: str = Field("cpu", description="device for the in-process model")
+    api_timeout_s: float = Field(60.0, gt=0, description="timeout of one API call")
+
+    @field_validator("api_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/")
+            return value or None
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_dir_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
