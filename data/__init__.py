@@ -1,1 +1,1 @@
-"""Reading the LGG data, the patient-level split, THE preprocessing and training-only augmentation."""
+"""Reading the LGG data, the patient-level split, THE preprocessing, training-only augmentation."""
