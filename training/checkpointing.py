@@ -1,0 +1,121 @@
+"""What a run writes to keep its results and to continue after a crash.
+
+- ``best.safetensors`` / ``last.safetensors`` (+ ``.json`` model card) through
+  ``models.checkpoint.save_checkpoint``: the card alone rebuilds model and preprocessing.
+- ``resume.pt``: model, optimizer, scheduler, epoch, step, RNG states, best metric and
+  early-stopping counter. Only tensors, dicts, lists, numbers and strings, so it loads with
+  ``torch.load(..., weights_only=True)``. It is written last, atomically: it is the commit point
+  of an epoch, and ``--resume`` continues from the epoch it names.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.split import Split
+from models.checkpoint import INTENDED_USE, atomic_write_bytes, save_checkpoint
+from training.config import TrainConfig
+from training.runtime import Runtime, hardware, library_versions
+
+logger = logging.getLogger(__name__)
+
+RESUME_FORMAT = "lggseg-resume/1"
+DATA_SOURCE = (
+    "LGG MRI segmentation (Buda, Saha, Mazurowski 2019; TCGA-LGG via The Cancer Imaging Archive), "
+    "kaggle_3m layout"
+)
+
+
+@dataclass
+class Progress:
+    """Where the run stands after a completed epoch (1-based; 0 = nothing done yet)."""
+
+    epoch: int = 0
+    step: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    wall_time_s: float = 0.0
+
+
+def build_card(
+    cfg: TrainConfig,
+    split: Split,
+    runtime: Runtime,
+    progress: Progress,
+    epoch_metrics: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model card stored beside every checkpoint (MONAI bundle metadata style)."""
+    return {
+        "name": f"lggseg-{cfg.model.backbone}-unet-{cfg.optimizer.name}",
+        "model": cfg.model.model_dump(mode="json"),
+        "preprocessing": cfg.preprocessing.to_card(),
+        "config": cfg.to_dict(),
+        "split": split.to_dict(),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "metrics": {
+            "best_epoch": progress.best_epoch,
+            "best_val_mean_patient_dice": progress.best_dice,
+            **epoch_metrics,
+        },
+        "wall_time_s": round(progress.wall_time_s, 1),
+        "versions": library_versions(),
+        "hardware": hardware(runtime),
+        "data_source": DATA_SOURCE,
+        "input": "3 x S x S float32: pre-contrast, FLAIR, post-contrast after data.preprocessing",
+        "output": "1 x S x S logits; sigmoid > 0.5 = FLAIR abnormality (tumour)",
+        "intended_use": INTENDED_USE,
+        **(extra or {}),
+    }
+
+
+def save_weights(run_dir: Path, name: str, model: torch.nn.Module, card: dict[str, Any]) -> Path:
+    """Write ``run_dir/<name>.safetensors`` and its card atomically; returns the weights path."""
+    path = run_dir / f"{name}.safetensors"
+    save_checkpoint(path, model, card)
+    return path
+
+
+def save_resume(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: Progress,
+    rng: dict[str, Any],
+) -> None:
+    state = {
+        "format": RESUME_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "progress": asdict(progress),
+        "rng": rng,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_resume(path: Path) -> dict[str, Any]:
+    """Read ``resume.pt`` without unpickling code; raises RuntimeError with what to do."""
+    if not path.is_file():
+        raise RuntimeError(
+            f"--resume: {path} not found; the run has not completed an epoch yet "
+            "(start it again without --resume)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad or unsafe file
+        raise RuntimeError(f"--resume: cannot read {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise RuntimeError(f"--resume: {path} is not a {RESUME_FORMAT} file")
+    return state

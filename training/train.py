@@ -1,0 +1,290 @@
+"""``python -m training.train``: train the LGG segmentation model (see ``--help``).
+
+The loop below reads top to bottom: resolve the configuration, find the patients and their
+split, build data, model, optimizer and schedule, optionally restore ``resume.pt``, then per epoch
+train -> validate -> log -> checkpoint -> maybe stop early. Under torchrun every rank runs it;
+only rank 0 writes files, logs and progress bars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from data.kaggle3m import DatasetError, scan_dataset
+from models.checkpoint import CheckpointError
+from models.network import build_model
+from models.optimizers import build_optimizer
+from training import checkpointing as ckpt
+from training.cli import build_parser, overrides_from_args
+from training.config import ConfigError, TrainConfig, load_config, read_yaml, write_config
+from training.data_loading import build_data, load_or_make_split, select_patients
+from training.engine import NonFiniteLossError, build_loss, train_one_epoch, validate
+from training.logbook import Logbook
+from training.runtime import (
+    Runtime,
+    barrier,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    setup_runtime,
+    sync_buffers,
+    teardown,
+)
+from training.schedule import build_scheduler
+
+logger = logging.getLogger("training.train")
+
+EXIT_ERROR, EXIT_CONFIG, EXIT_NONFINITE = 1, 2, 3
+# Values a resumed run may change; anything else would make it a different experiment.
+RESUMABLE_CHANGES = {
+    "data.data_dir",
+    "data.num_workers",
+    "training.epochs",
+    "training.early_stopping_patience",
+    "training.device",
+    "training.num_threads",
+    "training.val_batch_size",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args.out, args.config, overrides_from_args(args), resume=args.resume)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
+        print("error: --stop-after-epochs must be >= 1", file=sys.stderr)
+        return EXIT_CONFIG
+    runtime = setup_runtime(cfg.training.device, cfg.training.amp, cfg.training.channels_last)
+    logging.basicConfig(
+        level=logging.INFO if runtime.is_main else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    try:
+        return train(cfg, args.out, runtime, resume=args.resume,
+                     stop_after_epochs=args.stop_after_epochs)
+    except NonFiniteLossError as exc:
+        logger.error("%s Last good checkpoint: %s", exc, _last_good(args.out))
+        return EXIT_NONFINITE
+    except (DatasetError, CheckpointError, ConfigError, ValueError, RuntimeError) as exc:
+        logger.error("training failed: %s", exc)
+        return EXIT_ERROR
+    finally:
+        teardown(runtime)
+
+
+def resolve_config(
+    run_dir: Path, config_file: Path | None, overrides: dict[str, Any], *, resume: bool
+) -> TrainConfig:
+    """A fresh run layers YAML < env < flags; ``--resume`` starts from RUN_DIR/config.yaml."""
+    if not resume:
+        cfg = load_config(config_file, overrides)
+    else:
+        saved_path = run_dir / "config.yaml"
+        if config_file is not None:
+            raise ConfigError("--resume takes the configuration from RUN_DIR/config.yaml; "
+                              "do not pass --config")
+        if not saved_path.is_file():
+            raise ConfigError(f"--resume: {saved_path} not found (is {run_dir} a run folder?)")
+        cfg = load_config(saved_path, overrides)
+        changed = _changed_keys(read_yaml(saved_path), cfg.to_dict()) - RESUMABLE_CHANGES
+        if changed:
+            raise ConfigError(f"--resume cannot change {', '.join(sorted(changed))}; "
+                              "start a new run folder instead")
+    if cfg.data.data_dir is None:
+        raise ConfigError("no data folder: pass --data-dir, set data.data_dir in the YAML or "
+                          "LGGSEG_DATA__DATA_DIR")
+    return cfg
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key in old.keys() | new.keys():
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys |= _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, list | tuple) and list(a) == list(b or [])):
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def _last_good(run_dir: Path) -> str:
+    last = run_dir / "last.safetensors"
+    return str(last) if last.is_file() else "none (no epoch completed)"
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    runtime: Runtime,
+    *,
+    resume: bool = False,
+    stop_after_epochs: int | None = None,
+) -> int:
+    t = cfg.training
+    if t.num_threads is not None:
+        torch.set_num_threads(t.num_threads)
+    seed_everything(t.seed)
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(cfg, run_dir / "config.yaml")
+    barrier(runtime)
+
+    assert cfg.data.data_dir is not None  # checked in resolve_config
+    patients = select_patients(
+        scan_dataset(cfg.data.data_dir, skip_bad=cfg.data.skip_bad), cfg.data.limit_patients
+    )
+    split = load_or_make_split(run_dir / "split.json", patients, cfg, runtime)
+    data = build_data(cfg, split, patients, runtime)
+
+    model = build_model(cfg.model).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = build_optimizer(cfg.optimizer.name, model.parameters(),
+                                **cfg.optimizer.build_kwargs())
+    steps_per_epoch = -(-len(data.train_loader) // t.grad_accumulation)
+    scheduler = build_scheduler(
+        optimizer,
+        warmup_steps=round(t.warmup_epochs * steps_per_epoch),
+        total_steps=t.epochs * steps_per_epoch,
+        final_factor=t.min_lr_factor,
+    )
+    progress = ckpt.Progress()
+    if resume:
+        state = ckpt.load_resume(run_dir / "resume.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        progress = ckpt.Progress(**state["progress"])
+        set_rng_state(state["rng"])
+        logger.info("resuming after epoch %d (step %d)", progress.epoch, progress.step)
+
+    net: torch.nn.Module = model
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=device_ids)
+    logbook = Logbook(run_dir, progress.epoch, progress.step) if runtime.is_main else None
+    loss_fn = build_loss()
+    logger.info("training %s on %s (%s, %d process(es)), %d steps per epoch",
+                cfg.model.backbone, runtime.device, runtime.precision, runtime.world_size,
+                steps_per_epoch)
+
+    started, wall_before, epochs_run = time.perf_counter(), progress.wall_time_s, 0
+    stop_reason = "finished"
+    for epoch in range(progress.epoch + 1, t.epochs + 1):
+        epoch_start = time.perf_counter()
+        data.start_epoch(epoch)
+        result = train_one_epoch(
+            net, data.train_loader, optimizer, scheduler, loss_fn, runtime,
+            epoch=epoch, step=progress.step, grad_accumulation=t.grad_accumulation,
+            logbook=logbook,
+        )
+        sync_buffers(runtime, model)
+        progress.epoch, progress.step = epoch, result.step
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": result.step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": result.loss,
+            "train_images_per_s": result.images_per_s,
+        }
+
+        improved = False
+        if epoch % t.val_every == 0 or epoch == t.epochs:
+            val = validate(model, data.val_loader, loss_fn, runtime, data.val_patients,
+                           epoch=epoch)
+            row.update(val_loss=val.loss, val_mean_patient_dice=val.mean_dice,
+                       val_median_patient_dice=val.median_dice)
+            improved = val.mean_dice > progress.best_dice
+            if improved:
+                progress.best_dice, progress.best_epoch = val.mean_dice, epoch
+                progress.epochs_without_improvement = 0
+            else:
+                progress.epochs_without_improvement += 1
+        row["epoch_time_s"] = time.perf_counter() - epoch_start
+        progress.wall_time_s = wall_before + time.perf_counter() - started
+
+        extra = replica_check(runtime, model)
+        if runtime.is_main:
+            assert logbook is not None
+            logbook.log_epoch(row)
+            card = ckpt.build_card(cfg, split, runtime, progress, _card_metrics(row), extra)
+            if improved:
+                ckpt.save_weights(run_dir, "best", model, card)
+            ckpt.save_weights(run_dir, "last", model, card)
+            ckpt.save_resume(run_dir / "resume.pt", model, optimizer, scheduler, progress,
+                             rng_state())
+        barrier(runtime)
+        logger.info(
+            "epoch %d/%d: train loss %.4f, %.1f img/s, val mean patient Dice %s (best %.4f @ %d)",
+            epoch, t.epochs, result.loss, result.images_per_s,
+            _fmt(row.get("val_mean_patient_dice")), progress.best_dice, progress.best_epoch,
+        )
+        epochs_run += 1
+        patience = t.early_stopping_patience
+        if patience and progress.epochs_without_improvement >= patience:
+            stop_reason = f"early stop (no better val Dice in {patience} validations)"
+            break
+        if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch < t.epochs:
+            stop_reason = f"paused after {epochs_run} epoch(s); continue with --resume"
+            break
+
+    if logbook is not None:
+        logbook.close()
+    if runtime.is_main:
+        print(
+            f"{stop_reason}: epoch {progress.epoch}/{t.epochs}, "
+            f"best val mean patient Dice {progress.best_dice:.4f} at epoch {progress.best_epoch}, "
+            f"{progress.wall_time_s:.0f} s; checkpoints in {run_dir} "
+            "(best.safetensors, last.safetensors)"
+        )
+    return 0
+
+
+def _card_metrics(row: dict[str, Any]) -> dict[str, float]:
+    keys = ("train_loss", "val_loss", "val_mean_patient_dice", "val_median_patient_dice")
+    return {k: float(row[k]) for k in keys if k in row}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's state (names, dtypes, shapes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else
+                      t.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def replica_check(runtime: Runtime, model: torch.nn.Module) -> dict[str, Any]:
+    """Under DDP: every rank's state hash, stored in the card; diverged replicas are an error."""
+    if not runtime.distributed:
+        return {}
+    mine = state_sha256(model)
+    hashes: list[str | None] = [None] * runtime.world_size
+    dist.all_gather_object(hashes, mine)
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: state hashes per rank {hashes}")
+    return {"distributed": {"world_size": runtime.world_size, "replica_state_sha256": hashes}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
