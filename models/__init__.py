@@ -6,5 +6,6 @@ __all__ = ["ModelConfig", "build_model"]
 
 from pathlib import Path  # noqa: E402
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "lgg-resnet50-unet-znorm.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED_CHECKPOINT = WEIGHTS_DIR / "lgg-resnet50-unet-znorm.safetensors"
 """The release model shipped with the repository (with its card beside it, same stem .json)."""

@@ -127,7 +127,8 @@ def load_checkpoint(
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{path.name} does not fit a {model_cfg.backbone} FlexibleUNet: "
-            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} wrong-shape tensors"
+            f"{len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(shapes)} wrong-shape tensors"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model.to(device).eval(), card

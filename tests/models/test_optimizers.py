@@ -1,0 +1,338 @@
+"""The ZNorm family: the maths, equality with stock optimizers on transformed gradients, and the
+optimizer contract (state_dict, schedulers, GradScaler, grad=None, sparse, registry)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+
+from models.optimizers import (
+    OPTIMIZER_NAMES,
+    ClipAdam,
+    GCAdam,
+    ZNormAdam,
+    ZNormAdamW,
+    ZNormOptions,
+    build_optimizer,
+    centralize_,
+    with_znorm,
+    znorm_,
+    znorm_reference_,
+)
+
+SHAPES = [(64, 3, 7, 7), (256, 128, 3, 3), (300, 40), (1, 70000), (17,), (1,), (5, 1, 1, 1)]
+
+
+def _grads(seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(s, generator=gen) * (i + 1) * 1e-3 for i, s in enumerate(SHAPES)]
+    grads[1] += 0.5  # a large mean against the std: the ill-conditioned case for one-pass stats
+    return grads
+
+
+ALL_OPTIONS = [
+    dict(per_channel=pc, include_1d=i1, unbiased=ub, eps=eps)
+    for pc, i1, ub, eps in itertools.product([False, True], [False, True], [True, False], [1e-8])
+] + [dict(per_channel=False, include_1d=False, unbiased=True, eps=1e-3)]
+
+
+def _option_id(opts: dict) -> str:
+    return "-".join(f"{k}={v}" for k, v in opts.items())
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=_option_id)
+def test_fast_path_equals_reference(opts: dict) -> None:
+    raw, fast, ref = _grads(), _grads(), _grads()
+    znorm_(fast, **opts)
+    znorm_reference_(ref, ZNormOptions(**opts))
+    for g, f, r in zip(raw, fast, ref, strict=True):
+        # float32 inputs carry ~1 ulp of |mean|; relative to the std that is the best possible.
+        conditioning = (g.mean().abs() / g.std()).item() if g.numel() > 1 else 0.0
+        atol = 1e-5 + 4 * torch.finfo(torch.float32).eps * conditioning
+        torch.testing.assert_close(f, r, rtol=1e-5, atol=atol)
+
+
+def test_zscored_tensors_have_mean_0_std_1() -> None:
+    grads = _grads()
+    znorm_(grads)
+    for g, shape in zip(grads, SHAPES, strict=True):
+        if len(shape) >= 2 and g.numel() > 1:
+            assert abs(g.mean().item()) < 1e-5
+            assert g.std().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_per_channel_statistics() -> None:
+    g = torch.randn(8, 4, 3, 3) * torch.arange(1, 9).view(8, 1, 1, 1) + 3.0
+    znorm_([g], per_channel=True)
+    per_channel = g.flatten(1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_channel.std(1), torch.ones(8), atol=1e-4, rtol=0)
+
+
+def test_population_std_option() -> None:
+    g = torch.randn(50, 7)
+    znorm_([g], unbiased=False)
+    assert g.std(correction=0).item() == pytest.approx(1.0, abs=1e-5)
+    assert g.std(correction=1).item() != pytest.approx(1.0, abs=1e-3)
+
+
+def test_default_leaves_1d_and_single_elements_alone() -> None:
+    bias, scalar, weight = torch.randn(10) + 2.0, torch.tensor([3.0]), torch.randn(4, 4)
+    bias0, scalar0 = bias.clone(), scalar.clone()
+    znorm_([bias, scalar, weight])
+    assert torch.equal(bias, bias0) and torch.equal(scalar, scalar0)
+    znorm_([bias, scalar], include_1d=True)
+    assert abs(bias.mean().item()) < 1e-6 and torch.equal(scalar, scalar0)
+
+
+@pytest.mark.parametrize("impl", [znorm_, lambda g, **k: znorm_reference_(g, ZNormOptions(**k))])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_constant_gradient_gives_zeros_not_nan(impl, per_channel: bool) -> None:
+    grads = [torch.full((1000, 3), 0.1), torch.zeros(4, 4), torch.full((3, 5), -7.25)]
+    impl(grads, per_channel=per_channel)
+    for g in grads:
+        assert torch.isfinite(g).all()
+        assert torch.count_nonzero(g) == 0
+
+
+def test_bad_options_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="eps"):
+        znorm_([torch.randn(3, 3)], eps=-1.0)
+    with pytest.raises(ValueError, match="znorm_eps"):
+        ZNormAdam([torch.nn.Parameter(torch.randn(2, 2))], znorm_eps=-1.0)
+    with pytest.raises(ValueError, match="learning rate"):
+        ZNormAdam([torch.nn.Parameter(torch.randn(2, 2))], lr=-1.0)
+
+
+# --- optimizers equal the stock update on transformed gradients --------------------------------
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 4),
+    )  # fmt: skip
+
+
+def _backward(model: torch.nn.Module, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(6, 3, 8, 8, generator=gen), torch.randn(6, 4, generator=gen)
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+
+
+def _run_pair(ours_factory, stock_factory, transform, steps: int = 4) -> None:
+    a, b = _model(), _model()
+    ours, stock = ours_factory(a.parameters()), stock_factory(b.parameters())
+    for step in range(steps):
+        _backward(a, step)
+        _backward(b, step)
+        ours.step()
+        with torch.no_grad():
+            transform([p.grad for p in b.parameters() if p.grad is not None])
+        stock.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+ADAM_CASES = [
+    dict(),
+    dict(weight_decay=0.1),
+    dict(weight_decay=0.1, decoupled_weight_decay=True),
+    dict(znorm_per_channel=True, znorm_include_1d=True),
+    dict(znorm_unbiased=False, znorm_eps=1e-4, amsgrad=True),
+    dict(fused=True),
+    dict(foreach=False),
+]
+
+
+@pytest.mark.parametrize("kw", ADAM_CASES, ids=str)
+def test_znorm_adam_equals_adam_on_zscored_gradients(kw: dict) -> None:
+    stock_kw = {k: v for k, v in kw.items() if not k.startswith("znorm_")}
+    opts = ZNormOptions(
+        per_channel=kw.get("znorm_per_channel", False),
+        include_1d=kw.get("znorm_include_1d", False),
+        unbiased=kw.get("znorm_unbiased", True),
+        eps=kw.get("znorm_eps", 1e-8),
+    )
+    _run_pair(
+        lambda p: ZNormAdam(p, lr=1e-2, **kw),
+        lambda p: torch.optim.Adam(p, lr=1e-2, **stock_kw),
+        lambda g: znorm_reference_(g, opts),
+    )
+
+
+def test_znorm_adamw_and_generic_wrapper_equal_their_stock_optimizers() -> None:
+    _run_pair(
+        lambda p: ZNormAdamW(p, lr=1e-2, weight_decay=0.05),
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05),
+        znorm_reference_,
+    )
+    ZNormRMSprop = with_znorm(torch.optim.RMSprop)
+    _run_pair(
+        lambda p: ZNormRMSprop(p, lr=1e-3),
+        lambda p: torch.optim.RMSprop(p, lr=1e-3),
+        znorm_reference_,
+    )
+    with pytest.raises(ValueError, match="Optimizer class"):
+        with_znorm(int)  # type: ignore[arg-type]
+
+
+def test_baselines_equal_adam_on_their_transforms() -> None:
+    _run_pair(lambda p: GCAdam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2), centralize_)
+
+    def clip(grads: list[torch.Tensor]) -> None:
+        total = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+        scale = min(1.0, 0.05 / (total.item() + 1e-6))
+        for g in grads:
+            g.mul_(scale)
+
+    _run_pair(
+        lambda p: ClipAdam(p, lr=1e-2, max_grad_norm=0.05),
+        lambda p: torch.optim.Adam(p, lr=1e-2),
+        clip,
+    )
+
+
+def test_gc_centralizes_per_output_channel() -> None:
+    g = torch.randn(6, 4, 3, 3) + 5.0
+    bias = torch.randn(6) + 5.0
+    bias0 = bias.clone()
+    centralize_([g, bias])
+    torch.testing.assert_close(g.flatten(1).mean(1), torch.zeros(6), atol=1e-5, rtol=0)
+    assert torch.equal(bias, bias0)
+
+
+# --- the optimizer contract ------------------------------------------------------------------
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    a = _model()
+    opt = ZNormAdam(a.parameters(), lr=1e-2, znorm_per_channel=True)
+    for step in range(3):
+        _backward(a, step)
+        opt.step()
+    b = copy.deepcopy(a)
+    restored = ZNormAdam(b.parameters(), lr=0.5)
+    restored.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert restored.param_groups[0]["lr"] == 1e-2
+    assert restored.param_groups[0]["znorm_per_channel"] is True
+    for step in range(3, 6):
+        for model, optimizer in ((a, opt), (b, restored)):
+            _backward(model, step)
+            optimizer.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_scheduler_drives_the_learning_rate() -> None:
+    model = _model()
+    opt = ZNormAdam(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.0 if step >= 1 else 1.0)
+    _backward(model, 0)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    _backward(model, 1)
+    opt.step()
+    for p, b in zip(model.parameters(), before, strict=True):
+        torch.testing.assert_close(p, b)  # lr 0: Adam moves nothing
+
+
+@pytest.mark.parametrize("name", ["znorm-adam", "znorm-adamw", "znorm-sgd", "gc-adam", "clip-adam"])
+def test_grad_scaler_skips_the_step_on_inf(name: str) -> None:
+    model = _model()
+    opt = build_optimizer(name, model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.randn(6, 3, 8, 8), torch.randn(6, 4)
+    scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+    next(model.parameters()).grad.view(-1)[0] = float("inf")
+    scaler.step(opt)
+    scaler.update()
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, b)
+    assert scaler.get_scale() < 1024.0
+
+
+def test_grad_scaler_step_equals_unscaled_step() -> None:
+    a, b = _model(), _model()
+    opt_a, opt_b = ZNormAdam(a.parameters(), lr=1e-2), ZNormAdam(b.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(6, 3, 8, 8, generator=gen), torch.randn(6, 4, generator=gen)
+    scaler.scale(torch.nn.functional.mse_loss(a(x), y)).backward()
+    scaler.step(opt_a)
+    torch.nn.functional.mse_loss(b(x), y).backward()
+    opt_b.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_params_without_grad_are_skipped() -> None:
+    used, unused = torch.nn.Parameter(torch.randn(4, 4)), torch.nn.Parameter(torch.randn(4, 4))
+    opt = ZNormAdam([used, unused], lr=0.1)
+    unused0 = unused.detach().clone()
+    (used**2).sum().backward()
+    opt.step()
+    assert torch.equal(unused, unused0)
+    assert unused not in opt.state and used in opt.state
+
+
+def test_sparse_gradients_raise_a_clear_error() -> None:
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    opt = ZNormAdam(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+
+
+def test_closure_is_evaluated_and_returned() -> None:
+    model = _model()
+    opt = ZNormAdam(model.parameters())
+
+    def closure() -> float:
+        _backward(model, 0)
+        return 1.5
+
+    assert opt.step(closure) == 1.5
+    assert len(opt.state) > 0
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_registry_names_and_errors() -> None:
+    assert set(OPTIMIZER_NAMES) == {
+        "adam", "adamw", "gc-adam", "clip-adam", "znorm-adam", "znorm-adamw", "znorm-sgd",
+    }  # fmt: skip
+    params = [torch.nn.Parameter(torch.randn(2, 2))]
+    with pytest.raises(ValueError, match="choose one of: adam, adamw"):
+        build_optimizer("lamb", params)
+    with pytest.raises(ValueError, match="bad option"):
+        build_optimizer("znorm-adam", params, momentum=0.9)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        build_optimizer("clip-adam", params, max_grad_norm=0)
+    assert isinstance(build_optimizer(" ZNorm-Adam ", params), ZNormAdam)
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_loss_decreases_for_every_registry_name(name: str) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    x = torch.randn(128, 8)
+    y = (x[:, :1] * 2 - x[:, 1:2]).tanh()
+    opt = build_optimizer(name, net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])
