@@ -287,7 +287,6 @@ def scan_dataset(root: str | Path, *, skip_bad: bool = False) -> list[PatientRec
         error = DatasetError(f"{len(problems)} problem(s) in {root}:", problems, root)
         if not skip_bad:
             raise error
-        logger.warning("skipping bad files: %s", error)
         warnings.warn(f"skipped {len(problems)} bad file(s): {error}", stacklevel=2)
     if not patients:
         raise DatasetError(f"no usable patient in {root}", problems, root)

@@ -133,15 +133,23 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 
 def target_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Patients per part: rounded shares, every part with a positive fraction non-empty when
-    ``n >= 3`` (with fewer patients, val is filled before test)."""
-    counts = [round(n * f) for f in fractions[1:]]
-    for i, f in enumerate(fractions[1:]):
-        if f > 0 and counts[i] == 0:
-            counts[i] = 1
-    while sum(counts) > n - 1:  # train keeps at least one patient; test gives way first
-        counts[1 if counts[1] >= counts[0] else 0] -= 1
-    return n - sum(counts), counts[0], counts[1]
+    """Patients per part by largest remainders (ties go to train, then val).
+
+    Then every part with a positive fraction gets at least one patient while another part can
+    spare one: all three are non-empty from ``n = 3``; with 2 patients val is filled first.
+    """
+    quotas = [n * f for f in fractions]
+    counts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(3), key=lambda k: (counts[k] - quotas[k], k))
+    for k in by_remainder[: n - sum(counts)]:
+        counts[k] += 1
+    for k in (1, 2):
+        if fractions[k] > 0 and counts[k] == 0:
+            donor = max(range(3), key=lambda j: (counts[j], -j))
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[k] += 1
+    return counts[0], counts[1], counts[2]
 
 
 def _deal(counts: Sequence[int]) -> list[int]:
