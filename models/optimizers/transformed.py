@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.optim import SGD, Adam, AdamW, Optimizer
 
-from models.optimizers.znorm import ZNormOptions, znorm_
+from models.optimizers import cpu_kernels
+from models.optimizers.znorm import ZNormOptions, mean_and_scale, selected_tensors, znorm_
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -146,12 +147,18 @@ class ClipMixin(GradientTransformMixin):
             torch.nn.utils.clip_grad_norm_(params, self.defaults["max_grad_norm"])
 
 
-class ZNormAdam(ZNormMixin, Adam):
+class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
     """Adam run on z-score normalised gradients (ZNorm-Adam).
 
     Same arguments as ``torch.optim.Adam`` plus ``znorm_eps``, ``znorm_per_channel``,
     ``znorm_include_1d`` and ``znorm_unbiased`` (see ``ZNormOptions``). One step equals
     ``torch.optim.Adam.step()`` on the gradients after ``znorm_reference_``.
+
+    Implementation: unless ``fused=False`` or ``foreach`` is given, contiguous float32 CPU
+    parameters take the fused CPU kernel of ``cpu_kernels`` (a statistics pass, then one
+    normalise-and-update pass; ``p.grad`` is left as it was; per-tensor statistics only).
+    Everything else runs ZNorm on ``p.grad`` in place, then stock Adam (torch's fused Adam where
+    the device has one, unless ``fused=False`` or ``foreach`` says otherwise).
     """
 
     def __init__(
@@ -166,6 +173,9 @@ class ZNormAdam(ZNormMixin, Adam):
         znorm_per_channel: bool = False,
         znorm_include_1d: bool = False,
         znorm_unbiased: bool = True,
+        *,
+        fused: bool | None = None,
+        foreach: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -179,23 +189,118 @@ class ZNormAdam(ZNormMixin, Adam):
             znorm_per_channel=znorm_per_channel,
             znorm_include_1d=znorm_include_1d,
             znorm_unbiased=znorm_unbiased,
+            fused=fused,
+            foreach=foreach,
             **kwargs,
         )
+        self._step_supports_amp_scaling = False
+        self._use_cpu_kernel = fused is not False and foreach is None
+        if fused is None and not foreach:
+            for group in self.param_groups:  # torch's fused Adam where it exists
+                if all(
+                    p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                    for p in group["params"]
+                ):
+                    group["fused"] = True
+
+    def _cpu_kernel_applies(self) -> bool:
+        if not self._use_cpu_kernel:
+            return False
+        for group in self.param_groups:
+            if (
+                group["amsgrad"]
+                or group["maximize"]
+                or group["differentiable"]
+                or group["capturable"]
+                or group["znorm_per_channel"]
+                or any(isinstance(group[k], Tensor) for k in ("lr", "weight_decay"))
+                or any(isinstance(b, Tensor) for b in group["betas"])
+            ):
+                return False
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not (
+                    p.device.type == "cpu"
+                    and p.dtype == torch.float32
+                    and p.grad.dtype == torch.float32
+                    and not p.grad.is_sparse
+                    and p.is_contiguous()
+                    and p.grad.is_contiguous()
+                    and all(t.is_contiguous() for t in self.state.get(p, {}).values())
+                ):
+                    return False
+        return True
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        if not self._cpu_kernel_applies():
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._kernel_step(group)
+        return loss
+
+    def _kernel_step(self, group: dict[str, Any]) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        opts = _znorm_options(group)
+        arrays = [g.reshape(-1).numpy() for g in grads]
+        chosen = {id(g) for g in selected_tensors(grads, opts)}
+        stats: dict[int, tuple[float, float]] = {}
+        picked = [i for i, g in enumerate(grads) if id(g) in chosen]
+        if picked:
+            moments = [cpu_kernels.sums(arrays[i]) for i in picked]
+            sums = torch.tensor([m[0] for m in moments], dtype=torch.float64)
+            sumsq = torch.tensor([m[1] for m in moments], dtype=torch.float64)
+            means, scales = mean_and_scale(
+                [grads[i] for i in picked], sums, sumsq, opts.unbiased, opts.eps
+            )
+            stats = {i: (mu, sc) for i, mu, sc in zip(picked, means, scales, strict=True)}
+        beta1, beta2 = group["betas"]
+        for i, p in enumerate(params):
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+            mean, scale = stats.get(i, (0.0, 1.0))
+            cpu_kernels.adam_update(
+                p.detach().reshape(-1).numpy(),
+                arrays[i],
+                state["exp_avg"].reshape(-1).numpy(),
+                state["exp_avg_sq"].reshape(-1).numpy(),
+                mean=mean,
+                scale=scale,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled=group["decoupled_weight_decay"],
+                step=state["step"].item(),
+            )
 
 
-class ZNormAdamW(ZNormMixin, AdamW):
+class ZNormAdamW(ZNormMixin, AdamW):  # type: ignore[misc]
     """AdamW (decoupled weight decay) run on z-score normalised gradients."""
 
 
-class ZNormSGD(ZNormMixin, SGD):
+class ZNormSGD(ZNormMixin, SGD):  # type: ignore[misc]
     """SGD (with momentum if asked) run on z-score normalised gradients."""
 
 
-class GCAdam(GCMixin, Adam):
+class GCAdam(GCMixin, Adam):  # type: ignore[misc]
     """Adam with gradient centralization."""
 
 
-class ClipAdam(ClipMixin, Adam):
+class ClipAdam(ClipMixin, Adam):  # type: ignore[misc]
     """Adam after clipping the global gradient norm to ``max_grad_norm`` (default 1.0)."""
 
 

@@ -56,7 +56,7 @@ class ZNormOptions:
                 raise ValueError(f"ZNorm {name} must be True or False, got {getattr(self, name)!r}")
 
 
-def _selected(grads: Sequence[Tensor], opts: ZNormOptions) -> list[Tensor]:
+def selected_tensors(grads: Sequence[Tensor], opts: ZNormOptions) -> list[Tensor]:
     """The tensors ZNorm touches: 2+ dims (or 1-D too), more than one element per statistic."""
     out = []
     for g in grads:
@@ -88,7 +88,7 @@ def znorm_reference_(grads: Sequence[Tensor], options: ZNormOptions | None = Non
     """The definition of ZNorm, in place: a plain loop with float64 statistics."""
     opts = options or ZNormOptions()
     correction = 1 if opts.unbiased else 0
-    for g in _selected(grads, opts):
+    for g in selected_tensors(grads, opts):
         g64 = g.double()
         if opts.per_channel and g.dim() >= 2:
             dims = _per_channel_dims(g)
@@ -104,10 +104,9 @@ _CHUNK = 65536
 accumulation over millions of elements alone loses about 1e-4 relative."""
 
 
-def _per_tensor_stats(tensors: list[Tensor], unbiased: bool) -> tuple[Tensor, Tensor]:
-    """Mean and std (float64, one value per tensor) from two cheap reductions of each tensor."""
+def torch_moments(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-tensor sum and sum of squares (float64) with stock torch reductions."""
     device = tensors[0].device
-    n = torch.tensor([t.numel() for t in tensors], dtype=torch.float64, device=device)
     chunks: list[Tensor] = []
     owners: list[int] = []
     for i, t in enumerate(tensors):
@@ -120,13 +119,26 @@ def _per_tensor_stats(tensors: list[Tensor], unbiased: bool) -> tuple[Tensor, Te
         torch.stack(torch._foreach_norm(chunks)).double().square(),
     )
     sums = torch.stack([t.sum() for t in tensors]).double()
+    return sums, sumsq
+
+
+def mean_and_scale(
+    tensors: list[Tensor], sums: Tensor, sumsq: Tensor, unbiased: bool, eps: float
+) -> tuple[list[float], list[float]]:
+    """Per-tensor mean and ``scale = 1 / (std + eps)`` (0 for constant tensors), from moments.
+
+    Where one-pass moments are ill-conditioned (|mean| large against std) the statistics of that
+    tensor are recomputed with two passes in float64.
+    """
+    n = torch.tensor([t.numel() for t in tensors], dtype=torch.float64, device=sums.device)
     mean = sums / n
     var = ((sumsq - n * mean.square()) / (n - 1 if unbiased else n)).clamp_min(0.0)
     bad = (var < _ILL_CONDITIONED * mean.square()).nonzero().flatten().tolist()
     for i in bad:  # cancellation: two passes for these few tensors
         v, m = torch.var_mean(tensors[i].double(), correction=1 if unbiased else 0)
         var[i], mean[i] = v, m
-    return mean, var.sqrt()
+    scale, _ = _scale_shift(mean, var.sqrt(), eps)
+    return mean.tolist(), scale.tolist()
 
 
 def znorm_(
@@ -139,7 +151,7 @@ def znorm_(
 ) -> None:
     """Z-score normalise each gradient tensor in place (fast path; equals the reference)."""
     opts = ZNormOptions(per_channel, include_1d, unbiased, eps)
-    selected = _selected(grads, opts)
+    selected = selected_tensors(grads, opts)
     if not selected:
         return
     if opts.per_channel:
@@ -156,10 +168,11 @@ def znorm_(
         if not selected:
             return
     for device_tensors in _by_device_and_dtype(selected):
-        mean, std = _per_tensor_stats(device_tensors, unbiased)
-        scale, _ = _scale_shift(mean, std, eps)
+        means, scales = mean_and_scale(
+            device_tensors, *torch_moments(device_tensors), unbiased, eps
+        )
         # (g - mean) * scale, not g * scale + shift: the latter cancels badly when |mean| >> std.
-        for g, m, a in zip(device_tensors, mean.tolist(), scale.tolist(), strict=True):
+        for g, m, a in zip(device_tensors, means, scales, strict=True):
             g.sub_(m).mul_(a)
 
 

@@ -166,6 +166,32 @@ def test_znorm_adam_equals_adam_on_zscored_gradients(kw: dict) -> None:
     )
 
 
+def test_fused_cpu_kernel_is_taken_and_equals_the_torch_path() -> None:
+    a = _model()
+    kernel = ZNormAdam(a.parameters(), lr=1e-2, weight_decay=0.01)
+    assert kernel._cpu_kernel_applies()
+    assert not ZNormAdam(a.parameters(), fused=False)._cpu_kernel_applies()
+    assert not ZNormAdam(a.parameters(), znorm_per_channel=True)._cpu_kernel_applies()
+    _run_pair(
+        lambda p: ZNormAdam(p, lr=1e-2, weight_decay=0.01),
+        lambda p: ZNormAdam(p, lr=1e-2, weight_decay=0.01, fused=False),
+        lambda g: None,
+    )
+
+
+def test_non_contiguous_parameters_fall_back_to_the_torch_path() -> None:
+    weight = torch.nn.Parameter(torch.randn(6, 4).t())  # a transposed view: not contiguous
+    ref = torch.nn.Parameter(weight.detach().clone())
+    ours, stock = ZNormAdam([weight], lr=0.1), torch.optim.Adam([ref], lr=0.1)
+    weight.grad = torch.randn(6, 4).t()
+    ref.grad = weight.grad.clone()
+    assert not ours._cpu_kernel_applies()
+    ours.step()
+    znorm_reference_([ref.grad])
+    stock.step()
+    torch.testing.assert_close(weight, ref)
+
+
 def test_znorm_adamw_and_generic_wrapper_equal_their_stock_optimizers() -> None:
     _run_pair(
         lambda p: ZNormAdamW(p, lr=1e-2, weight_decay=0.05),
