@@ -1,0 +1,519 @@
+"""LGG brain-tumour segmentation viewer: ``streamlit run app/viewer.py``.
+
+UI only. The model runs through ``app.backend`` (the API when an API URL is set, otherwise the
+Predictor in this process); uploads are decoded by ``inference.decode`` from memory and are
+never written to disk or cached across sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ``streamlit run app/viewer.py`` puts app/ (not the repository) on sys.path.
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import altair as alt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app import backend, exports, overlay, uploads  # noqa: E402
+from app.client import ApiClient  # noqa: E402
+from app.settings import ViewerSettings  # noqa: E402
+from data import kaggle3m  # noqa: E402
+
+logger = logging.getLogger("app.viewer")
+
+TITLE = "LGG brain-tumour segmentation viewer"
+INTENDED_USE = (
+    "**Research software, not for diagnostic use.** It outlines FLAIR abnormality (tumour) in "
+    "lower-grade glioma MRI slices; every result must be checked by a qualified reader."
+)
+MODE_SLICES = "Upload slices"
+MODE_VOLUME = "Upload a NIfTI volume"
+MODE_DATASET = "Browse a dataset folder"
+VIEW_OVERLAY = "Overlay"
+VIEW_AGREEMENT = "Agreement (TP / FP / FN)"
+VIEW_SIDE = "Side by side"
+PREDICTION_CACHE_SIZE = 400
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class Display:
+    channel: overlay.Channel
+    mode: overlay.Mode
+    opacity: float
+
+
+# ---------------------------------------------------------------------------- resources
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def load_local(checkpoint: str, device: str) -> backend.LocalSegmenter:
+    return backend.LocalSegmenter.load(Path(checkpoint), device)
+
+
+@st.cache_resource(show_spinner="Connecting to the API...", ttl=300)
+def connect_api(url: str, timeout_s: float) -> backend.ApiSegmenter:
+    return backend.ApiSegmenter(ApiClient(url, timeout_s=timeout_s))
+
+
+@st.cache_data(show_spinner="Scanning the dataset folder...", max_entries=4)
+def scan(root: str) -> list[kaggle3m.PatientRecord]:
+    return kaggle3m.scan_dataset(root, skip_bad=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def truth_areas(root: str, patient_id: str) -> np.ndarray:
+    patient = next(p for p in scan(root) if p.patient_id == patient_id)
+    return kaggle3m.tumour_pixels(patient)
+
+
+def segmenter_for(api_url: str | None, settings: ViewerSettings) -> backend.Segmenter:
+    if api_url:
+        return connect_api(api_url, settings.api_timeout_s)
+    return load_local(str(settings.checkpoint), settings.device)
+
+
+def predict(
+    segmenter: backend.Segmenter, items: Sequence[tuple[bytes, np.ndarray]], what: str
+) -> list[backend.Segmentation]:
+    """Segment ``items``, reusing this session's earlier answers for the same bytes and model.
+
+    Only predictions are kept (in this session's state, bounded); raw uploads are not cached.
+    """
+    cache: OrderedDict[str, backend.Segmentation] = st.session_state.setdefault(
+        "_predictions", OrderedDict()
+    )
+    keys = [f"{segmenter.key}:{hashlib.sha256(data).hexdigest()}" for data, _ in items]
+    todo = [i for i, key in enumerate(keys) if key not in cache]
+    if todo:
+        progress = st.progress(0.0, text=f"Segmenting {what}...") if len(todo) > BATCH else None
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            for i, result in zip(chunk, segmenter.segment([items[i] for i in chunk]), strict=True):
+                cache[keys[i]] = result
+            if progress is not None:
+                progress.progress(min(1.0, (start + len(chunk)) / len(todo)),
+                                  text=f"Segmenting {what}...")
+        if progress is not None:
+            progress.empty()
+    results = [cache[key] for key in keys]
+    for key in keys:
+        cache.move_to_end(key)
+    while len(cache) > PREDICTION_CACHE_SIZE:
+        cache.popitem(last=False)
+    return results
+
+
+# ---------------------------------------------------------------------------- page parts
+
+
+def sidebar(settings: ViewerSettings) -> tuple[str | None, str, Display]:
+    with st.sidebar:
+        st.header("Model")
+        api_url = st.text_input(
+            "Inference API URL (optional)",
+            value=settings.api_url or "",
+            placeholder="http://127.0.0.1:8000",
+            help="Leave empty to run the model inside the viewer. Set it to the address of a "
+            "running API (python -m inference.serve) to use that instead.",
+        ).strip().rstrip("/")
+        st.header("Dataset")
+        data_dir = st.text_input(
+            "kaggle_3m folder (optional)",
+            value=str(settings.data_dir or ""),
+            help="A folder in the kaggle_3m layout (TCGA_<inst>_<patient>_<date>/ with "
+            "*_<n>.tif and *_<n>_mask.tif) to browse patient by patient.",
+        ).strip()
+        st.header("Display")
+        channel = st.radio(
+            "Image", ["FLAIR", "All three sequences (RGB)"], index=0,
+            help="FLAIR in grey, or pre-contrast / FLAIR / post-contrast as red / green / blue.",
+        )
+        mode = st.radio("Masks drawn as", ["Contour", "Filled"], index=0, horizontal=True)
+        opacity = st.slider("Mask opacity", 0.0, 1.0, 0.6 if mode == "Filled" else 1.0, 0.05)
+    return (
+        api_url or None,
+        data_dir,
+        Display(
+            channel="flair" if channel == "FLAIR" else "composite",
+            mode="fill" if mode == "Filled" else "contour",
+            opacity=float(opacity),
+        ),
+    )
+
+
+def legend(items: Sequence[tuple[overlay.RGB, str]]) -> None:
+    """Colour swatches with labels (static HTML built from constants only, no user text)."""
+    swatches = "".join(
+        f"<span style='display:inline-block;margin-right:1.2em'>"
+        f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
+        f"vertical-align:middle;background:{overlay.hex_colour(colour)}'></span> {label}</span>"
+        for colour, label in items
+    )
+    st.markdown(swatches, unsafe_allow_html=True)
+
+
+def model_card_summary(card: dict[str, Any]) -> None:
+    with st.expander("Model card (what this model is, how it was trained and tested)"):
+        rows = []
+        for key, label in (
+            ("model_version", "Version"),
+            ("version", "Version"),
+            ("name", "Name"),
+            ("description", "Description"),
+            ("intended_use", "Intended use"),
+            ("data_source", "Training data"),
+            ("split", "Split"),
+        ):
+            value = card.get(key)
+            if value not in (None, "", {}) and not isinstance(value, (dict, list)):
+                rows.append(f"- **{label}:** {value}")
+        model = card.get("model")
+        if isinstance(model, dict):
+            rows.append(f"- **Network:** {model.get('architecture', '?')} with a "
+                        f"{model.get('backbone', '?')} encoder")
+        prep = card.get("preprocessing")
+        if isinstance(prep, dict):
+            rows.append(f"- **Input:** {prep.get('image_size', '?')} px, channels "
+                        f"{', '.join(prep.get('channels', []))}")
+        metrics = card.get("metrics") or card.get("eval_metrics")
+        if isinstance(metrics, dict):
+            flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            if flat:
+                rows.append("- **Test metrics:** " + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in flat.items()))
+        st.markdown("\n".join(rows) if rows else "The model card is empty.")
+        st.caption("Full card:")
+        st.json(card, expanded=False)
+
+
+def _fmt_area(pixels: int, total: int) -> str:
+    return f"{pixels:,} px ({100.0 * pixels / total:.2f} % of slice)"
+
+
+def slice_scores(
+    name: str, prediction: backend.Segmentation, truth: np.ndarray | None
+) -> dict[str, Any]:
+    scores = backend.slice_metrics(prediction.mask, truth)
+    row: dict[str, Any] = {"slice": name}
+    row.update(scores.as_row())
+    row["max_probability"] = round(prediction.max_probability, 4)
+    return row
+
+
+def show_metrics(row: dict[str, Any], total: int) -> None:
+    if row.get("dice") is not None:
+        a, b = st.columns(2)
+        a.metric("Dice", f"{row['dice']:.3f}",
+                 help="Overlap of prediction and ground truth: 2|P∩G| / (|P|+|G|); 1 is "
+                 "perfect. Both empty counts as 1.")
+        b.metric("IoU", f"{row['iou']:.3f}", help="|P∩G| / |P∪G|")
+    else:
+        st.info("Add the ground-truth mask (same name ending in _mask) to see Dice and IoU.")
+    st.metric("Predicted tumour area", _fmt_area(row["predicted_pixels"], total))
+    if row.get("truth_pixels") is not None:
+        st.metric("Ground-truth tumour area", _fmt_area(row["truth_pixels"], total))
+    st.metric("Highest tumour probability", f"{row['max_probability']:.2f}",
+              help="The model's largest per-pixel tumour probability on this slice.")
+
+
+def show_slice(
+    name: str,
+    image: np.ndarray,
+    prediction: backend.Segmentation,
+    truth: np.ndarray | None,
+    display: Display,
+    row: dict[str, Any],
+    *,
+    key: str,
+) -> None:
+    """The selected slice: the chosen view on the left, its metrics and downloads on the right."""
+    base = overlay.display_image(image, display.channel)
+    pred = prediction.mask
+    views = [VIEW_OVERLAY, VIEW_AGREEMENT, VIEW_SIDE] if truth is not None else [
+        VIEW_OVERLAY, VIEW_SIDE]
+    view = st.radio("View", views, horizontal=True, key="view")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        if view == VIEW_AGREEMENT and truth is not None:
+            legend([(overlay.TRUE_POSITIVE, "true positive (both)"),
+                    (overlay.FALSE_POSITIVE, "false positive (prediction only)"),
+                    (overlay.FALSE_NEGATIVE, "false negative (missed ground truth)")])
+            st.image(overlay.agreement_overlay(base, pred, truth, mode=display.mode,
+                                               opacity=display.opacity),
+                     caption=f"{name}: agreement of prediction and ground truth",
+                     width="stretch")
+        elif view == VIEW_SIDE:
+            cols = st.columns(3)
+            cols[0].image(base, caption="Image", width="stretch")
+            cols[1].image(overlay.mask_overlay(base, pred, overlay.PREDICTION, mode=display.mode,
+                                               opacity=display.opacity),
+                          caption="Prediction", width="stretch")
+            if truth is not None:
+                cols[2].image(overlay.mask_overlay(base, truth, overlay.GROUND_TRUTH,
+                                                   mode=display.mode, opacity=display.opacity),
+                              caption="Ground truth", width="stretch")
+            else:
+                cols[2].info("No ground-truth mask uploaded for this slice.")
+        else:
+            items = [(overlay.PREDICTION, "prediction")]
+            if truth is not None:
+                items.append((overlay.GROUND_TRUTH, "ground truth"))
+            legend(items)
+            st.image(overlay.prediction_and_truth(base, pred, truth, mode=display.mode,
+                                                  opacity=display.opacity),
+                     caption=f"{name}: prediction" + (" and ground truth" if truth is not None
+                                                      else ""),
+                     width="stretch")
+    with right:
+        show_metrics(row, pred.size)
+        st.download_button(
+            "Download the predicted mask (PNG)",
+            data=exports.mask_png(pred),
+            file_name=f"{uploads.stem(name)}_predicted_mask.png",
+            mime="image/png",
+            key=f"png-{key}",
+            help="0 = background, 255 = tumour, same size as the slice.",
+        )
+
+
+def show_errors(problems: Sequence[uploads.UploadProblem]) -> None:
+    for problem in problems:
+        st.error(f"Cannot use {problem}")
+
+
+def uploaded(files: Any) -> list[uploads.Upload]:
+    """``st.file_uploader`` results as (name, bytes) pairs, read in memory."""
+    if not files:
+        return []
+    if not isinstance(files, list):
+        files = [files]
+    return [(f.name, f.getvalue()) for f in files]
+
+
+# ---------------------------------------------------------------------------- modes
+
+
+def page_slices(segmenter: backend.Segmenter, display: Display) -> None:
+    st.markdown("Upload one or more MRI slices (TIFF, PNG or JPEG). Add a slice's ground-truth "
+                "mask under the same name ending in `_mask` (e.g. `case_12.tif` and "
+                "`case_12_mask.tif`) to compare, either here or in the second box.")
+    a, b = st.columns(2)
+    images = a.file_uploader("MRI slices (and their _mask files)", accept_multiple_files=True,
+                             key="slices")
+    masks = b.file_uploader("Ground-truth masks (optional)", accept_multiple_files=True,
+                            key="masks")
+    slices, problems = uploads.read_slices(uploaded(images), uploaded(masks))
+    show_errors(problems)
+    if not slices:
+        return
+    try:
+        predictions = predict(segmenter, [(s.data, s.image) for s in slices],
+                              f"{len(slices)} slice(s)")
+    except backend.BackendError as exc:
+        st.error(str(exc))
+        return
+    rows = [slice_scores(s.name, p, s.truth) for s, p in zip(slices, predictions, strict=True)]
+    if len(slices) > 1:
+        st.subheader("All uploaded slices")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        index = st.selectbox("Slice to view", range(len(slices)),
+                             format_func=lambda i: slices[i].name)
+    else:
+        index = 0
+    chosen = slices[index]
+    st.subheader(chosen.name)
+    show_slice(chosen.name, chosen.image, predictions[index], chosen.truth, display, rows[index],
+               key=f"upload-{index}")
+    st.download_button("Download the metrics (CSV)", data=exports.metrics_csv(rows),
+                       file_name="lggseg_slice_metrics.csv", mime="text/csv", key="csv-slices")
+
+
+def show_stack(
+    title: str,
+    names: Sequence[str],
+    images: Sequence[np.ndarray],
+    predictions: Sequence[backend.Segmentation],
+    truths: Sequence[np.ndarray] | None,
+    start: int,
+    display: Display,
+    *,
+    key: str,
+    affine: np.ndarray | None = None,
+) -> None:
+    """A volume or a patient: summary, per-slice area chart, slider, the chosen slice."""
+    pred_stack = np.stack([p.mask for p in predictions])
+    truth_stack = np.stack(truths) if truths is not None else None
+    rows = [slice_scores(n, p, t) for n, p, t in zip(
+        names, predictions, truths if truths is not None else [None] * len(names), strict=True)]
+    summary = backend.volume_scores(pred_stack, truth_stack)
+    cols = st.columns(4)
+    if summary.dice is not None:
+        cols[0].metric("Volumetric Dice", f"{summary.dice:.3f}",
+                       help="Dice over all slices together (every tumour pixel counts once).")
+    cols[1].metric("Predicted tumour", f"{summary.predicted_pixels:,} px",
+                   help="Pixels predicted as tumour, summed over all slices.")
+    if summary.truth_pixels is not None:
+        cols[2].metric("Ground-truth tumour", f"{summary.truth_pixels:,} px")
+    cols[3].metric("Slices", f"{len(names)}")
+    number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
+                       help="Starts at the slice with the most ground-truth tumour.")
+    index = number - 1
+    area_chart(rows, index)
+    st.subheader(f"{title}: slice {number} of {len(names)}")
+    show_slice(names[index], images[index], predictions[index],
+               truths[index] if truths is not None else None, display, rows[index],
+               key=f"{key}-{index}")
+    a, b = st.columns(2)
+    a.download_button(
+        "Download the predicted mask volume (NIfTI)",
+        data=exports.mask_nifti(np.stack([p.mask for p in predictions], axis=2), affine),
+        file_name=f"{uploads.stem(title)}_predicted_mask.nii.gz",
+        mime="application/gzip",
+        key=f"nifti-{key}",
+        help="uint8, 1 = tumour, H x W x slices on the same voxel grid (affine) as the input.",
+    )
+    b.download_button("Download the per-slice metrics (CSV)", data=exports.metrics_csv(rows),
+                      file_name=f"{uploads.stem(title)}_metrics.csv", mime="text/csv",
+                      key=f"csv-{key}")
+
+
+def area_chart(rows: Sequence[dict[str, Any]], current: int) -> None:
+    records = []
+    for number, row in enumerate(rows, start=1):
+        records.append({"slice": number, "mask": "prediction", "pixels": row["predicted_pixels"]})
+        if row.get("truth_pixels") is not None:
+            records.append({"slice": number, "mask": "ground truth",
+                            "pixels": row["truth_pixels"]})
+    data = pd.DataFrame(records)
+    colour = alt.Color(
+        "mask:N",
+        title=None,
+        scale=alt.Scale(domain=["prediction", "ground truth"],
+                        range=[overlay.hex_colour(overlay.PREDICTION),
+                               overlay.hex_colour(overlay.GROUND_TRUTH)]),
+        legend=alt.Legend(orient="top"),
+    )
+    lines = alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("slice:Q", title="slice"),
+        y=alt.Y("pixels:Q", title="tumour area (pixels)"),
+        color=colour,
+        tooltip=["slice", "mask", "pixels"],
+    )
+    rule = alt.Chart(pd.DataFrame({"slice": [current + 1]})).mark_rule(
+        color="grey", strokeDash=[4, 3]).encode(x="slice:Q")
+    st.altair_chart((lines + rule).properties(height=220, title="Tumour area per slice"),
+                    width="stretch")
+
+
+def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
+    st.markdown("Upload a NIfTI volume (`.nii` or `.nii.gz`, axial slices along the third axis) "
+                "or a zip of slices, and optionally its ground-truth mask volume of the same "
+                "size.")
+    a, b = st.columns(2)
+    volume_file = a.file_uploader("Volume (NIfTI or zip of slices)", key="volume")
+    mask_file = b.file_uploader("Ground-truth mask volume (optional)", key="volume_mask")
+    if volume_file is None:
+        if mask_file is not None:
+            st.error("Add the volume this mask belongs to.")
+        return
+    name = uploads.display_name(volume_file.name)
+    try:
+        volume = uploads.read_volume(
+            (volume_file.name, volume_file.getvalue()),
+            (mask_file.name, mask_file.getvalue()) if mask_file is not None else None,
+        )
+    except backend.BadUpload as exc:
+        st.error(f"Cannot use `{name}`: {exc}")
+        return
+    show_errors(volume.problems)
+    slices = [volume.slice(k) for k in range(volume.depth)]
+    try:
+        predictions = predict(segmenter, [(backend.slice_bytes(s), s) for s in slices],
+                              f"{len(slices)} slices")
+    except backend.BackendError as exc:
+        st.error(str(exc))
+        return
+    truths = None
+    if volume.truth is not None:
+        truths = [volume.truth[:, :, k] for k in range(volume.depth)]
+        areas = volume.truth.reshape(-1, volume.depth).sum(axis=0)
+    else:
+        areas = np.array([int(p.mask.sum()) for p in predictions])
+    show_stack(name, [f"slice {k + 1}" for k in range(volume.depth)], slices, predictions,
+               truths, int(np.argmax(areas)), display, key="volume", affine=volume.affine)
+
+
+def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) -> None:
+    if not data_dir:
+        st.info("Enter a kaggle_3m folder under **Dataset** in the sidebar (or set "
+                "LGGSEG_DATA_DIR) to browse it patient by patient.")
+        return
+    try:
+        patients = scan(data_dir)
+    except kaggle3m.DatasetError as exc:
+        st.error(f"Cannot browse this folder: {exc}")
+        return
+    by_id = {p.patient_id: p for p in patients}
+    patient_id = st.selectbox(
+        "Patient", list(by_id), key="patient",
+        format_func=lambda pid: f"{pid} ({len(by_id[pid].slices)} slices)",
+    )
+    patient = by_id[patient_id]
+    areas = truth_areas(data_dir, patient_id)
+    try:
+        images = [kaggle3m.read_image(s.image_path) for s in patient.slices]
+        truths = [kaggle3m.read_mask(s.mask_path) for s in patient.slices]
+        files = [s.image_path.read_bytes() for s in patient.slices]
+    except (kaggle3m.DatasetError, OSError) as exc:
+        st.error(f"Cannot read this patient's files: {exc}")
+        return
+    try:
+        predictions = predict(segmenter, list(zip(files, images, strict=True)),
+                              f"{len(images)} slices of {patient_id}")
+    except backend.BackendError as exc:
+        st.error(str(exc))
+        return
+    names = [s.image_path.name for s in patient.slices]
+    show_stack(patient_id, names, images, predictions, truths, int(np.argmax(areas)), display,
+               key=f"patient-{patient_id}")
+
+
+def main() -> None:
+    st.set_page_config(page_title=TITLE, layout="wide")
+    settings = ViewerSettings()
+    st.title(TITLE)
+    st.warning(INTENDED_USE)
+    api_url, data_dir, display = sidebar(settings)
+    try:
+        segmenter = segmenter_for(api_url, settings)
+    except backend.BackendError as exc:
+        st.error(str(exc))
+        return
+    st.caption(f"Segmentation by the {segmenter.description}.")
+    model_card_summary(segmenter.card())
+    modes = [MODE_SLICES, MODE_VOLUME, MODE_DATASET]
+    mode = st.radio("What would you like to look at?", modes, horizontal=True, key="mode",
+                    index=2 if data_dir else 0)
+    if mode == MODE_SLICES:
+        page_slices(segmenter, display)
+    elif mode == MODE_VOLUME:
+        page_volume(segmenter, display)
+    else:
+        page_dataset(segmenter, data_dir, display)
+
+
+main()
