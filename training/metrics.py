@@ -49,8 +49,10 @@ def volume_metrics(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float
     true = torch.as_tensor(np.asarray(truth) > 0, dtype=torch.float32)[None, None]
     confusion = get_confusion_matrix(pred, true, include_background=True)
     with warnings.catch_warnings():
-        # MONAI warns for an empty volume in HD95; the NaN it returns is our convention.
+        # MONAI warns for an empty volume in HD95 (the NaN it returns is our convention) and
+        # about one of its own deprecated internal arguments.
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         hd95 = compute_hausdorff_distance(pred, true, include_background=True, percentile=95)
     return {
         "dice": compute_dice(pred, true, include_background=True, ignore_empty=False).item(),

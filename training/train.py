@@ -71,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if runtime.is_main else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
     )
     try:
         return train(cfg, args.out, runtime, resume=args.resume,

@@ -1,0 +1,180 @@
+"""Training runs on the synthetic kaggle_3m folder: resume exactness, NaN stop, DDP replicas."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.checkpoint import load_checkpoint
+from tests.training.conftest import tiny_args
+from training import train as train_module
+from training.checkpointing import load_resume
+from training.train import main, state_sha256
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def weights_digest(path: Path) -> str:
+    state = load_file(str(path))
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode() + state[name].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # timings differ between runs
+        row.pop("epoch_time_s")
+        row.pop("train_images_per_s")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reference_run(synthetic_lgg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two uninterrupted epochs; other tests compare against it."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(tiny_args(synthetic_lgg, out)) == 0
+    return out
+
+
+def test_run_writes_checkpoints_cards_and_logs(reference_run: Path) -> None:
+    for name in ("config.yaml", "split.json", "metrics.csv", "best.safetensors", "best.json",
+                 "last.safetensors", "last.json", "resume.pt"):
+        assert (reference_run / name).is_file(), name
+    assert any((reference_run / "tb").iterdir())
+    model, card = load_checkpoint(reference_run / "last.safetensors")
+    assert card["epoch"] == 2 and card["model"]["backbone"] == "resnet18"
+    assert card["preprocessing"]["image_size"] == 32
+    assert card["split"] == json.loads((reference_run / "split.json").read_text())
+    assert set(card["versions"]) >= {"torch", "monai", "python", "numpy"}
+    assert card["hardware"]["device"] == "cpu" and card["intended_use"].startswith("research")
+    assert 0.0 <= card["metrics"]["val_mean_patient_dice"] <= 1.0
+    rows = metric_rows(reference_run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert int(rows[1]["step"]) == card["step"] > int(rows[0]["step"]) > 0
+    # resume.pt loads with weights_only=True and holds what --resume needs
+    state = load_resume(reference_run / "resume.pt")
+    assert state["progress"]["epoch"] == 2 and "optimizer" in state and "rng" in state
+    assert state_sha256(model) != ""
+
+
+def test_stop_then_resume_equals_uninterrupted(
+    synthetic_lgg: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert main(tiny_args(synthetic_lgg, out, "--stop-after-epochs", "1")) == 0
+    assert json.loads((out / "last.json").read_text())["epoch"] == 1
+    assert main(["--data-dir", str(synthetic_lgg), "--out", str(out), "--resume"]) == 0
+    assert weights_digest(out / "last.safetensors") == weights_digest(
+        reference_run / "last.safetensors"
+    )
+    assert metric_rows(out) == metric_rows(reference_run)
+
+
+def test_resume_refuses_a_changed_experiment(synthetic_lgg: Path, reference_run: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--out", str(reference_run), "--resume", "--lr", "0.1"])
+    assert code == 2
+    assert "cannot change optimizer.lr" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
+    synthetic_lgg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_build_loss = train_module.build_loss
+    calls = {"n": 0}
+
+    def poisoned_loss() -> object:
+        loss = real_build_loss()
+
+        def fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            value = loss(logits, targets)
+            # epoch 1 has 9 training batches and 1 validation batch; poison epoch 2
+            return value * float("nan") if calls["n"] > 12 else value
+
+        return fn
+
+    monkeypatch.setattr(train_module, "build_loss", poisoned_loss)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.ERROR, logger="training.train"):
+        code = main(tiny_args(synthetic_lgg, out))
+    assert code == 3
+    assert "non-finite training loss (nan) in epoch 2" in caplog.text
+    assert str(out / "last.safetensors") in caplog.text
+    model, card = load_checkpoint(out / "last.safetensors")
+    assert card["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values())
+    assert load_resume(out / "resume.pt")["progress"]["epoch"] == 1
+
+
+def _train_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "training.train", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(
+    synthetic_lgg: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    # Same thread count as the in-process reference so the arithmetic is identical.
+    args = tiny_args(synthetic_lgg, out, "--num-threads", str(torch.get_num_threads()))
+    proc = subprocess.Popen(_train_command(*args), cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "resume.pt").is_file() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no epoch completed in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # somewhere in epoch 2 (or just after it finished)
+    proc.wait()
+    resumed = subprocess.run(
+        _train_command("--data-dir", str(synthetic_lgg), "--out", str(out), "--resume"),
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert weights_digest(out / "last.safetensors") == weights_digest(
+        reference_run / "last.safetensors"
+    )
+    assert metric_rows(out) == metric_rows(reference_run)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_end_with_identical_replicas(
+    synthetic_lgg: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ddp"
+    args = tiny_args(synthetic_lgg, out, "--epochs", "1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "training.train", *args],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, card = load_checkpoint(out / "last.safetensors")
+    hashes = card["distributed"]["replica_state_sha256"]
+    assert card["distributed"]["world_size"] == 2 and len(hashes) == 2
+    # Both ranks' states equal the weights rank 0 saved.
+    assert hashes[0] == hashes[1] == state_sha256(model)
+    assert card["hardware"]["world_size"] == 2
+    # One metrics row, written once (by rank 0 only).
+    assert [r["epoch"] for r in metric_rows(out)] == ["1"]
+    assert result.stdout.count("finished: epoch 1/1") == 1
