@@ -14,9 +14,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-PARALLEL_MIN = 1 << 16
-"""Tensors smaller than this run the serial kernels: a parallel launch costs more than it saves."""
-
 
 def _sums(x: np.ndarray) -> tuple[float, float]:
     s = 0.0
@@ -49,19 +46,15 @@ def _adam(
     one_minus_beta1 = np.float32(1.0 - beta1)
     beta2_32 = np.float32(beta2)
     one_minus_beta2 = np.float32(1.0 - beta2)
-    wd32 = np.float32(weight_decay)
-    decay32 = np.float32(1.0 - lr * weight_decay)
+    # Branch-free weight decay: L2 adds l2 * p to the gradient, decoupled multiplies p by decay.
+    l2 = np.float32(0.0 if decoupled else weight_decay)
+    decay = np.float32(1.0 - lr * weight_decay if decoupled else 1.0)
     step32 = np.float32(step_size)
     bc2 = np.float32(bias_correction2_sqrt)
     eps32 = np.float32(eps)
     for i in numba.prange(p.size):
-        gi = (g[i] - mean32) * scale32
-        pi = p[i]
-        if weight_decay != 0.0:
-            if decoupled:
-                pi = pi * decay32
-            else:
-                gi = gi + wd32 * pi
+        pi = p[i] * decay
+        gi = (g[i] - mean32) * scale32 + l2 * p[i]
         mi = m[i] + one_minus_beta1 * (gi - m[i])
         vi = beta2_32 * v[i] + one_minus_beta2 * gi * gi
         m[i] = mi
@@ -69,15 +62,15 @@ def _adam(
         p[i] = pi - step32 * (mi / (np.sqrt(vi) / bc2 + eps32))
 
 
-sums_parallel = numba.njit(_sums, parallel=True, fastmath=True, nogil=True, cache=True)
-sums_serial = numba.njit(_sums, fastmath=True, nogil=True, cache=True)
-adam_parallel = numba.njit(_adam, parallel=True, nogil=True, cache=True)
-adam_serial = numba.njit(_adam, nogil=True, cache=True)
+# One compiled variant per kernel: numba's on-disk cache keys on the Python function, so two
+# variants (say parallel and serial) of one function would overwrite each other's cache entries.
+_sums_kernel = numba.njit(_sums, parallel=True, fastmath=True, nogil=True, cache=True)
+_adam_kernel = numba.njit(_adam, parallel=True, nogil=True, cache=True)
 
 
 def sums(x: np.ndarray) -> tuple[float, float]:
     """(sum, sum of squares) of a 1-D float32 array, accumulated in float64."""
-    return (sums_parallel if x.size >= PARALLEL_MIN else sums_serial)(x)
+    return _sums_kernel(x)
 
 
 def adam_update(
@@ -97,8 +90,7 @@ def adam_update(
     step: float,
 ) -> None:
     """One Adam update of 1-D float32 arrays in place, on ``(g - mean) * scale``."""
-    kernel = adam_parallel if p.size >= PARALLEL_MIN else adam_serial
-    kernel(
+    _adam_kernel(
         p, g, m, v, mean, scale, lr, beta1, beta2, eps, weight_decay, decoupled,
         lr / (1.0 - beta1**step), (1.0 - beta2**step) ** 0.5,
     )  # fmt: skip
