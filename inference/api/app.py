@@ -1,0 +1,113 @@
+"""``create_app()``: the FastAPI application (model loaded in the lifespan, never at import)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from inference.api.batching import BatchTimeout, Overloaded
+from inference.api.metrics import MetricsMiddleware, ServiceMetrics
+from inference.api.middleware import BodySizeLimitMiddleware
+from inference.api.routers import evaluate, health, model, segment
+from inference.api.service import ModelService, NotReady, SlicePredictor
+from inference.api.settings import ServeSettings, get_settings
+from inference.decode import DecodeError, UnsupportedFormat, WrongKind
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Segments lower-grade glioma (FLAIR abnormality) in brain MRI slices with a ResNet-50-UNet.
+**Research software, not for diagnostic use.**
+
+Uploads are multipart/form-data, processed in memory and never stored or logged. Formats are
+sniffed from the bytes: PNG, TIFF, JPEG and NIfTI for slices; NIfTI or a zip of slices for
+volumes. Errors answer `{"detail": "..."}`: 400 malformed multipart, 401 API key, 413 too large,
+415 unsupported format, 422 unusable content, 503 no model or overloaded (with `Retry-After`).
+"""
+
+ENDPOINT_FOR = {"volume": "POST /v1/segment/volume", "slice": "POST /v1/segment"}
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI, settings: ServeSettings, metrics: ServiceMetrics) -> None:
+    retry = {"Retry-After": str(settings.retry_after_s)}
+
+    @app.exception_handler(UnsupportedFormat)
+    async def unsupported(_: Request, exc: UnsupportedFormat) -> JSONResponse:
+        return _problem(415, str(exc))
+
+    @app.exception_handler(WrongKind)
+    async def wrong_kind(_: Request, exc: WrongKind) -> JSONResponse:
+        return _problem(422, f"{exc}; send it to {ENDPOINT_FOR[exc.got]}")
+
+    @app.exception_handler(DecodeError)
+    async def undecodable(_: Request, exc: DecodeError) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        metrics.rejected.labels("overloaded").inc()
+        return _problem(503, f"overloaded, retry later: {exc}", retry)
+
+    @app.exception_handler(BatchTimeout)
+    async def timed_out(_: Request, exc: BatchTimeout) -> JSONResponse:
+        metrics.rejected.labels("timeout").inc()
+        return _problem(503, f"timed out, retry later: {exc}", retry)
+
+    @app.exception_handler(NotReady)
+    async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
+        metrics.rejected.labels("not_ready").inc()
+        return _problem(503, str(exc))
+
+
+def create_app(
+    settings: ServeSettings | None = None, *, predictor: SlicePredictor | None = None
+) -> FastAPI:
+    """Build the app. ``predictor`` replaces loading ``settings.checkpoint`` (tests, embedding)."""
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if predictor is not None:
+            service = ModelService(settings, metrics, predictor=predictor)
+        else:
+            service = await ModelService.start(settings, metrics)
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="lggseg: LGG tumour segmentation API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.dependency_overrides[get_settings] = lambda: settings
+    for router in (health.router, segment.router, evaluate.router, model.router):
+        app.include_router(router)
+    _add_error_handlers(app, settings, metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            expose_headers=["X-Model-Version", "X-Tumour-Pixels", "X-Tumour-Voxels",
+                            "X-Tumour-Slices", "Retry-After"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    return app

@@ -1,0 +1,170 @@
+"""Micro-batching: concurrent requests share forward passes, on one model thread.
+
+Requests put their slices on an asyncio queue; a collector task takes the first waiting slice,
+then whatever else arrives within ``max_wait_s`` (up to ``max_batch``), and runs the batch on a
+single worker thread, so the event loop never blocks and the model never runs twice at once.
+While a batch runs, new slices queue up and form the next batch at once.
+
+Admission is bounded: when ``queue_limit`` slices are already waiting or running, ``submit``
+raises :class:`Overloaded` immediately (the API answers 503 with Retry-After), never a hang.
+A request that gives up (timeout, client gone) cancels its slices; the collector skips them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Overloaded(RuntimeError):
+    """The queue is full: try again later."""
+
+
+class BatchTimeout(RuntimeError):
+    """The request waited longer than its timeout."""
+
+
+@dataclass
+class _Job(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Out]
+
+
+class MicroBatcher(Generic[In, Out]):
+    """Run ``predict_batch`` on micro-batches of submitted items, one batch at a time."""
+
+    def __init__(
+        self,
+        predict_batch: Callable[[list[In]], Sequence[Out]],
+        *,
+        max_batch: int = 8,
+        max_wait_s: float = 0.002,
+        queue_limit: int = 16,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 1 or queue_limit < 1:
+            raise ValueError("max_batch and queue_limit must be >= 1")
+        self._predict_batch = predict_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.queue_limit = queue_limit
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Job[In, Out]] = asyncio.Queue()
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lggseg-model")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        """Slices admitted and not yet finished (queued or in the running batch)."""
+        return self._pending
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Refuse new work, let admitted slices finish (up to ``drain_timeout``), then stop."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self._pending > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(Overloaded("the service is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def submit(
+        self, items: Sequence[In], *, timeout: float, bypass_limit: bool = False
+    ) -> list[Out]:
+        """Queue ``items`` and wait for their results (in order).
+
+        Raises Overloaded when admitting them would exceed ``queue_limit`` (unless
+        ``bypass_limit``, used by volume requests that are admitted separately), and
+        BatchTimeout after ``timeout`` seconds.
+        """
+        if self._task is None or self._closing:
+            raise Overloaded("the service is not accepting work (starting or shutting down)")
+        if not bypass_limit and self._pending + len(items) > self.queue_limit:
+            raise Overloaded(f"{self._pending} slices are already queued")
+        loop = asyncio.get_running_loop()
+        jobs: list[_Job[In, Out]] = [_Job(item, loop.create_future()) for item in items]
+        self._pending += len(jobs)
+        for job in jobs:
+            self._queue.put_nowait(job)
+        try:
+            async with asyncio.timeout(timeout):
+                return list(await asyncio.gather(*(job.future for job in jobs)))
+        except TimeoutError as exc:
+            raise BatchTimeout(f"no answer from the model within {timeout:g} s") from exc
+        finally:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.cancel()
+
+    async def _next_batch(self) -> list[_Job[In, Out]]:
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    batch.append(await self._queue.get())
+            except TimeoutError:
+                break
+        return batch
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            live = [job for job in batch if not job.future.done()]
+            self._pending -= len(batch) - len(live)
+            if not live:
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(live))
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._predict_batch, [job.item for job in live]
+                )
+            except asyncio.CancelledError:
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(Overloaded("the service is shutting down"))
+                raise
+            except Exception as exc:  # a model failure must reach the callers, not end the loop
+                log.exception("batch of %d failed", len(live))
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+            else:
+                for job, result in zip(live, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
+            finally:
+                self._pending -= len(live)

@@ -1,0 +1,154 @@
+"""``POST /v1/segment`` (one slice) and ``POST /v1/segment/volume`` (a NIfTI or zip of slices)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from inference.api.deps import (
+    ReadyServiceDep,
+    SettingsDep,
+    SliceForm,
+    multipart_body,
+    require_api_key,
+)
+from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
+from inference.decode import decode_slice, decode_volume
+from inference.outputs import mask_contours, mask_to_nifti, mask_to_png, nifti_to_gz_bytes
+from inference.predictor import VolumePrediction
+
+router = APIRouter(prefix="/v1", tags=["segmentation"], dependencies=[Depends(require_api_key)])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "malformed multipart body"},
+    401: {"model": Problem, "description": "missing or wrong X-API-Key"},
+    413: {"model": Problem, "description": "body over the upload limit"},
+    415: {"model": Problem, "description": "unsupported format (sniffed from the bytes)"},
+    422: {"model": Problem, "description": "missing field, corrupt data, limits, wrong kind"},
+    503: {"model": Problem, "description": "no model loaded, or overloaded (see Retry-After)"},
+}
+
+SLICE_FIELD = (
+    "one 2-D slice: PNG, TIFF, JPEG or a one-slice NIfTI; 256x256x3 "
+    "(pre-contrast, FLAIR, post-contrast) like kaggle_3m, or any size / grey"
+)
+VOLUME_FIELD = "a NIfTI volume (.nii / .nii.gz, H x W x Z [x 1|3]) or a zip of a patient's slices"
+
+
+@router.post(
+    "/segment",
+    summary="Segment one slice",
+    description=(
+        "Returns the tumour mask as a PNG (0 background, 255 tumour) of the input's height and "
+        "width; with `format=json`, a summary with the mask as base64 PNG and tumour outlines. "
+        "The format is sniffed from the bytes."
+    ),
+    response_model=SegmentResult,
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "the mask PNG (default) or, with format=json, a SegmentResult",
+            "headers": {
+                "X-Model-Version": {"schema": {"type": "string"}},
+                "X-Tumour-Pixels": {"schema": {"type": "integer"}},
+            },
+        },
+        **ERRORS,
+    },
+    openapi_extra=multipart_body("file", descriptions={"file": SLICE_FIELD}),
+)
+async def segment_slice(
+    service: ReadyServiceDep,
+    settings: SettingsDep,
+    form: SliceForm,
+    response_format: Annotated[Literal["png", "json"], Query(alias="format")] = "png",
+) -> Response:
+    image = await run_in_threadpool(decode_slice, form["file"], settings.decode_limits())
+    prediction = await service.segment(image)
+    version = service.require_predictor().model_version
+    png = await run_in_threadpool(mask_to_png, prediction.mask)
+    headers = {"X-Model-Version": version, "X-Tumour-Pixels": str(prediction.tumour_pixels)}
+    if response_format == "png":
+        return Response(png, media_type="image/png", headers=headers)
+    contours, truncated = await run_in_threadpool(mask_contours, prediction.mask)
+    result = SegmentResult(
+        shape=(prediction.mask.shape[0], prediction.mask.shape[1]),
+        tumour_pixels=prediction.tumour_pixels,
+        tumour_fraction=prediction.tumour_fraction,
+        max_probability=prediction.max_probability,
+        threshold=service.require_predictor().threshold,
+        mask_png_base64=base64.b64encode(png).decode("ascii"),
+        contours=contours,
+        contours_truncated=truncated,
+        model_version=version,
+    )
+    return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+
+
+@router.post(
+    "/segment/volume",
+    summary="Segment a volume (NIfTI or zip of slices)",
+    description=(
+        "Default answer: the mask as `.nii.gz` (uint8 0/1, `application/gzip`) on the input's "
+        "voxel grid and affine (identity for a zip), with totals in the headers "
+        "`X-Tumour-Voxels`, `X-Tumour-Slices`, `X-Model-Version`. With `format=json`: a "
+        "VolumeResult with a summary per slice and the same .nii.gz as base64. "
+        "Zip entries are ordered by natural sort of their names; `*_mask.*` files are skipped."
+    ),
+    response_model=VolumeResult,
+    responses={
+        200: {
+            "content": {"application/gzip": {}},
+            "description": "the mask .nii.gz (default) or, with format=json, a VolumeResult",
+        },
+        **ERRORS,
+    },
+    openapi_extra=multipart_body("file", descriptions={"file": VOLUME_FIELD}),
+)
+async def segment_volume(
+    service: ReadyServiceDep,
+    settings: SettingsDep,
+    form: SliceForm,
+    response_format: Annotated[Literal["nifti", "json"], Query(alias="format")] = "nifti",
+) -> Response:
+    volume = await run_in_threadpool(decode_volume, form["file"], settings.decode_limits())
+    slices = [volume.data[:, :, k] for k in range(volume.data.shape[2])]
+    prediction = VolumePrediction.from_slices(await service.segment_volume(slices))
+    image = mask_to_nifti(prediction.masks, volume.affine, volume.header)
+    blob = await run_in_threadpool(nifti_to_gz_bytes, image)
+    version = service.require_predictor().model_version
+    tumour_slices = sum(1 for s in prediction.slices if s.tumour_pixels > 0)
+    headers = {
+        "X-Model-Version": version,
+        "X-Tumour-Voxels": str(prediction.tumour_voxels),
+        "X-Tumour-Slices": str(tumour_slices),
+    }
+    if response_format == "nifti":
+        headers["Content-Disposition"] = 'attachment; filename="mask.nii.gz"'
+        return Response(blob, media_type="application/gzip", headers=headers)
+    height, width, depth = prediction.masks.shape
+    voxel_mm3 = float(np.prod(volume.zooms))
+    result = VolumeResult(
+        shape=(height, width, depth),
+        source=volume.source,
+        tumour_voxels=prediction.tumour_voxels,
+        tumour_slices=tumour_slices,
+        voxel_volume_mm3=voxel_mm3,
+        tumour_volume_ml=prediction.tumour_voxels * voxel_mm3 / 1000.0,
+        slices=[
+            SliceSummaryOut(
+                index=s.index,
+                tumour_pixels=s.tumour_pixels,
+                tumour_fraction=s.tumour_pixels / (height * width),
+                max_probability=s.max_probability,
+            )
+            for s in prediction.slices
+        ],
+        mask_nifti_gz_base64=base64.b64encode(blob).decode("ascii"),
+        model_version=version,
+    )
+    return Response(result.model_dump_json(), media_type="application/json", headers=headers)

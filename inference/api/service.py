@@ -1,0 +1,145 @@
+"""The model behind the API: loaded once at start-up, or the reason it could not be.
+
+``ModelService.start`` never raises for a bad checkpoint: the app starts anyway and ``/readyz``
+answers 503 with the reason (missing, truncated, tampered with, wrong architecture), so a broken
+deployment is visible and never serves random weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from inference.api.batching import MicroBatcher, Overloaded
+from inference.api.metrics import ServiceMetrics
+from inference.api.settings import ServeSettings
+from inference.predictor import Predictor, SlicePrediction
+from models.checkpoint import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+class SlicePredictor(Protocol):
+    """What the service needs from a predictor (``inference.Predictor`` is one)."""
+
+    card: dict[str, Any]
+    model_version: str
+    threshold: float
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[SlicePrediction]: ...
+
+
+class NotReady(RuntimeError):
+    """No usable model: the reason is safe to show."""
+
+
+class ModelService:
+    """The predictor (or why there is none) and the micro-batcher in front of it."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        metrics: ServiceMetrics,
+        predictor: SlicePredictor | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.predictor = predictor
+        self.error = error if predictor is None else None
+        self.batcher: MicroBatcher[np.ndarray, SlicePrediction] | None = None
+        self._volumes = asyncio.Semaphore(settings.max_concurrent_volumes)
+        if predictor is not None:
+            self.batcher = MicroBatcher(
+                self._predict_batch,
+                max_batch=settings.max_batch,
+                max_wait_s=settings.batch_wait_ms / 1000,
+                queue_limit=settings.queue_limit,
+                on_batch=metrics.batch_size.observe,
+            )
+            self.batcher.start()
+        metrics.model_ready.set(1 if predictor is not None else 0)
+
+    @classmethod
+    async def start(cls, settings: ServeSettings, metrics: ServiceMetrics) -> ModelService:
+        """Load the checkpoint named in the settings (in a thread) and warm the model up."""
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        try:
+            predictor = await run_in_threadpool(_load, settings)
+        except CheckpointError as exc:
+            log.error("model not loaded: %s", exc)
+            return cls(settings, metrics, error=f"model not loaded: {exc}")
+        except (ValueError, RuntimeError, OSError) as exc:
+            log.error("model not loaded: %s: %s", type(exc).__name__, exc)
+            return cls(settings, metrics, error=f"model not loaded: {type(exc).__name__}: {exc}")
+        log.info("model %s ready (%s, %s)", predictor.model_version, predictor.precision,
+                 predictor.device)
+        return cls(settings, metrics, predictor=predictor)
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop(drain_timeout=self.settings.request_timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        return self.predictor is not None
+
+    def require_predictor(self) -> SlicePredictor:
+        if self.predictor is None:
+            raise NotReady(self.error or "model not loaded")
+        return self.predictor
+
+    def _predict_batch(self, images: list[np.ndarray]) -> list[SlicePrediction]:
+        return self.require_predictor().predict_batch(images)
+
+    def _batcher(self) -> MicroBatcher[np.ndarray, SlicePrediction]:
+        self.require_predictor()
+        if self.batcher is None:  # pragma: no cover - set whenever a predictor is
+            raise NotReady("the batcher is not running")
+        return self.batcher
+
+    async def segment(self, image: np.ndarray) -> SlicePrediction:
+        """One slice through the shared micro-batches (Overloaded / BatchTimeout on trouble)."""
+        batcher = self._batcher()
+        self.metrics.queue_depth.set(batcher.pending)
+        (prediction,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
+        return prediction
+
+    async def segment_volume(self, slices: Sequence[np.ndarray]) -> list[SlicePrediction]:
+        """A volume's slices, ``max_batch`` at a time, interleaved fairly with slice requests.
+
+        At most ``max_concurrent_volumes`` volumes run at once; another one gets Overloaded.
+        """
+        batcher = self._batcher()
+        if self._volumes.locked():
+            raise Overloaded("another volume is being segmented")
+        async with self._volumes, asyncio.timeout(self.settings.volume_timeout_s):
+            out: list[SlicePrediction] = []
+            step = self.settings.max_batch
+            for start in range(0, len(slices), step):
+                chunk = list(slices[start : start + step])
+                out += await batcher.submit(
+                    chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
+                )
+            return out
+
+
+def _load(settings: ServeSettings) -> Predictor:
+    predictor = Predictor.from_checkpoint(
+        settings.checkpoint,
+        settings.device,
+        precision=settings.precision,
+        tta=settings.tta,
+        threshold=settings.threshold,
+        batch_size=settings.max_batch,
+    )
+    if settings.warmup:
+        predictor.warm_up(sorted({1, settings.max_batch}))
+    return predictor

@@ -1,0 +1,70 @@
+"""Serving settings: environment variables prefixed ``LGGSEG_SERVE_`` (or a ``.env`` file).
+
+Examples: ``LGGSEG_SERVE_CHECKPOINT=runs/x/best.safetensors``, ``LGGSEG_SERVE_API_KEY=secret``,
+``LGGSEG_SERVE_CORS_ORIGINS='["http://localhost:8501"]'`` (lists are JSON).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.decode import DecodeLimits
+from models import BUNDLED_CHECKPOINT
+
+
+class ServeSettings(BaseSettings):
+    """Everything the API can be tuned with; read once per process (see :func:`get_settings`)."""
+
+    model_config = SettingsConfigDict(env_prefix="LGGSEG_SERVE_", extra="ignore", frozen=True)
+
+    # The model
+    checkpoint: Path = Field(BUNDLED_CHECKPOINT, description="weights (.safetensors; card beside)")
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    tta: bool = Field(False, description="average with a horizontally flipped pass")
+    threshold: float = Field(0.5, gt=0, lt=1)
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads; None: torch's")
+    warmup: bool = Field(True, description="run dummy batches at start-up before /readyz is 200")
+
+    # Uploads and decoding
+    max_upload_bytes: int = Field(64 * 2**20, ge=1024)
+    max_form_parts: int = Field(8, ge=1)
+    max_part_header_bytes: int = Field(4096, ge=256)
+    max_pixels: int = Field(2048 * 2048, ge=64)
+    max_aspect_ratio: float = Field(8.0, ge=1)
+    max_volume_values: int = Field(2**25, ge=64)
+    max_slices: int = Field(1024, ge=1)
+    max_decompressed_bytes: int = Field(512 * 2**20, ge=1024)
+
+    # Batching, overload and timeouts
+    max_batch: int = Field(8, ge=1, description="largest micro-batch")
+    batch_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill")
+    queue_limit: int = Field(16, ge=1, description="slices waiting or running; beyond -> 503")
+    max_concurrent_volumes: int = Field(1, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    volume_timeout_s: float = Field(300.0, gt=0)
+    retry_after_s: int = Field(1, ge=1)
+
+    # Access
+    api_key: SecretStr | None = Field(None, description="if set, /v1/* needs header X-API-Key")
+    cors_origins: list[str] = Field(default_factory=list)
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_pixels=self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            max_volume_values=self.max_volume_values,
+            max_slices=self.max_slices,
+            max_decompressed_bytes=self.max_decompressed_bytes,
+        )
+
+
+@lru_cache
+def get_settings() -> ServeSettings:
+    """The process's settings (cached); tests replace it through ``dependency_overrides``."""
+    return ServeSettings()

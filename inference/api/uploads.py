@@ -1,0 +1,151 @@
+"""Read multipart/form-data uploads into memory, with strict limits; nothing touches the disk.
+
+Starlette's own form parser spools files over 1 MB to a temporary file; medical uploads must
+not land on disk, so the body is parsed here with python-multipart's streaming parser, and the
+parts the endpoint asks for are kept in memory (all others are discarded as they stream).
+File names and part headers other than the field name are never stored or logged.
+
+Answers: malformed multipart (no boundary, no closing boundary, too many parts, oversized part
+headers) -> 400; a missing field or an empty file -> 422; a body that is not multipart -> 415.
+The parser hands control back to the event loop between 64 KiB pieces, so a hostile upload
+never stalls other requests (``/healthz`` keeps answering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import HTTPException, Request
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
+
+PIECE = 64 * 1024
+
+
+class _Malformed(ValueError):
+    pass
+
+
+class _FormCollector:
+    """python-multipart callbacks that keep the wanted fields' bytes and count everything."""
+
+    def __init__(self, wanted: tuple[str, ...], max_parts: int, max_header_bytes: int) -> None:
+        self.wanted = wanted
+        self.max_parts = max_parts
+        self.max_header_bytes = max_header_bytes
+        self.fields: dict[str, bytearray] = {}
+        self.parts = 0
+        self.finished = False
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition: bytes | None = None
+        self._current: bytearray | None = None
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise _Malformed(f"more than {self.max_parts} parts in the form")
+        self._disposition = None
+        self._current = None
+
+    def _check_header_size(self) -> None:
+        if len(self._header_name) + len(self._header_value) > self.max_header_bytes:
+            raise _Malformed(f"a part header is longer than {self.max_header_bytes} bytes")
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+        self._check_header_size()
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+        self._check_header_size()
+
+    def on_header_end(self) -> None:
+        if bytes(self._header_name).strip().lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        if self._disposition is None:
+            raise _Malformed("a part has no Content-Disposition header")
+        _, options = parse_options_header(self._disposition)
+        raw_name = options.get(b"name")
+        if raw_name is None:
+            raise _Malformed('a part\'s Content-Disposition has no "name"')
+        name = raw_name.decode("utf-8", "replace")
+        if name in self.wanted:
+            if name in self.fields:
+                raise _Malformed(f"the field '{name}' appears more than once")
+            self._current = self.fields[name] = bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current is not None:
+            self._current += data[start:end]
+
+    def on_part_end(self) -> None:
+        self._current = None
+
+    def on_end(self) -> None:
+        self.finished = True
+
+
+async def read_form(
+    request: Request,
+    required: tuple[str, ...],
+    *,
+    max_parts: int = 8,
+    max_header_bytes: int = 4096,
+) -> dict[str, bytes]:
+    """Parse the request's multipart body in memory; return the ``required`` fields' bytes."""
+    content_type = request.headers.get("content-type")
+    fields_text = ", ".join(f"'{name}'" for name in required)
+    if not content_type:
+        raise HTTPException(
+            422, f"send the upload as multipart/form-data with the field(s) {fields_text}"
+        )
+    media_type, params = parse_options_header(content_type)
+    if media_type != b"multipart/form-data":
+        raise HTTPException(
+            415, f"expected multipart/form-data with the field(s) {fields_text}"
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "malformed multipart: the Content-Type has no boundary")
+    collector = _FormCollector(required, max_parts, max_header_bytes)
+    try:
+        parser = MultipartParser(
+            boundary, collector.callbacks(), max_header_size=max_header_bytes  # type: ignore[arg-type]
+        )
+        async for chunk in request.stream():
+            for start in range(0, len(chunk), PIECE):
+                parser.write(chunk[start : start + PIECE])
+                await asyncio.sleep(0)  # let other requests run between pieces
+        parser.finalize()
+    except (_Malformed, FormParserError) as exc:
+        raise HTTPException(400, f"malformed multipart: {exc}") from None
+    except ClientDisconnect:
+        raise HTTPException(400, "the client disconnected during the upload") from None
+    if not collector.finished:
+        raise HTTPException(400, "malformed multipart: the body ends before its closing boundary")
+    out: dict[str, bytes] = {}
+    for name in required:
+        if name not in collector.fields:
+            raise HTTPException(422, f"missing form field '{name}' (expected {fields_text})")
+        if not collector.fields[name]:
+            raise HTTPException(422, f"the form field '{name}' is empty (0 bytes)")
+        out[name] = bytes(collector.fields[name])
+    return out
