@@ -7,14 +7,12 @@ process, ``ApiSegmenter`` calls a running API. Decoding of uploads and the metri
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import tifffile
 
 from app.client import ApiClient, ApiError
 from inference import decode, metrics
@@ -48,6 +46,10 @@ class Segmenter(Protocol):
         """Segment slices given as (file bytes, decoded image) pairs."""
         ...
 
+    def segment_volume(self, data: bytes, volume: np.ndarray) -> list[Segmentation]:
+        """Segment every slice ``volume[:, :, k]`` of an uploaded volume (file bytes, decoded)."""
+        ...
+
 
 class LocalSegmenter:
     """The ``Predictor`` in this process."""
@@ -76,21 +78,29 @@ class LocalSegmenter:
         results = self.predictor.predict_batch([image for _, image in items])
         return [Segmentation(r.mask.astype(np.uint8), float(r.max_probability)) for r in results]
 
+    def segment_volume(self, data: bytes, volume: np.ndarray) -> list[Segmentation]:
+        prediction = self.predictor.predict_volume(volume)
+        return [
+            Segmentation(prediction.masks[:, :, s.index], float(s.max_probability))
+            for s in prediction.slices
+        ]
+
 
 class ApiSegmenter:
-    """A running API; slices are sent as the uploaded bytes."""
+    """A running API; slices and volumes are sent as the uploaded bytes."""
 
     def __init__(self, client: ApiClient) -> None:
         self.client = client
         try:
-            client.ready()
-            self._card = client.model_card()
+            version = client.ready()
+            info = client.model_info()
         except ApiError as exc:
             raise BackendError(
                 f"{exc}. Check that the API runs there (python -m inference.serve), or clear "
                 "the API URL in the sidebar to use the model in this process."
             ) from exc
-        version = self._card.get("model_version") or self._card.get("version") or "unknown"
+        card = info.get("card")
+        self._card = dict(card) if isinstance(card, dict) else {}
         self.key = f"api:{client.base_url}:{version}"
         self.description = f"model {version}, served by the API at {client.base_url}"
 
@@ -107,12 +117,16 @@ class ApiSegmenter:
             out.append(Segmentation(answer.mask, answer.max_probability))
         return out
 
-
-def slice_bytes(image: np.ndarray) -> bytes:
-    """A slice of a volume as lossless in-memory TIFF bytes, to send it to the API."""
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, np.ascontiguousarray(image))
-    return buffer.getvalue()
+    def segment_volume(self, data: bytes, volume: np.ndarray) -> list[Segmentation]:
+        try:
+            answer = self.client.segment_volume(data)
+        except ApiError as exc:
+            raise BackendError(str(exc)) from exc
+        if answer.masks.shape != volume.shape[:3]:
+            raise BackendError(f"the API answered masks of shape {answer.masks.shape} for a "
+                               f"volume of shape {volume.shape[:3]}")
+        return [Segmentation(answer.masks[:, :, k], p)
+                for k, p in enumerate(answer.max_probabilities)]
 
 
 def decode_slice(data: bytes) -> np.ndarray:

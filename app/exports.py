@@ -1,44 +1,36 @@
-"""Files the viewer offers for download, built in memory (nothing is written to disk)."""
+"""Files the viewer offers for download, built in memory (nothing is written to disk).
+
+Masks use ``inference.outputs``, the same encoders as the API, so a mask downloaded from the
+viewer and one returned by the API are byte-identical.
+"""
 
 from __future__ import annotations
 
-import gzip
-import io
 from collections.abc import Sequence
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from PIL import Image
+
+from inference.outputs import mask_to_nifti, mask_to_png, nifti_to_gz_bytes
 
 
 def mask_png(mask: np.ndarray) -> bytes:
-    """A binary ``H x W`` mask as an 8-bit greyscale PNG holding 0 (background) and 255 (tumour),
-    the convention of the kaggle_3m ``*_mask.tif`` files."""
-    arr = np.asarray(mask)
-    if arr.ndim != 2:
-        raise ValueError(f"expected an H x W mask, got shape {arr.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.where(arr > 0, 255, 0).astype(np.uint8), mode="L").save(buffer, "PNG")
-    return buffer.getvalue()
+    """An ``H x W`` mask as 8-bit greyscale PNG: 0 background, 255 tumour."""
+    if np.asarray(mask).ndim != 2:
+        raise ValueError(f"expected an H x W mask, got shape {np.shape(mask)}")
+    return mask_to_png(mask)
 
 
-def mask_nifti(mask: np.ndarray, affine: np.ndarray | None = None) -> bytes:
-    """A binary mask volume as gzipped NIfTI-1 (``.nii.gz``) bytes, uint8 0/1.
-
-    ``affine`` is the source volume's voxel-to-world matrix, so the mask lines up with it in
-    any NIfTI viewer; without one, the identity is used (voxel coordinates).
-    """
-    arr = np.asarray(mask)
-    if arr.ndim != 3:
-        raise ValueError(f"expected a 3-D mask volume, got shape {arr.shape}")
-    image = nib.Nifti1Image(
-        (arr > 0).astype(np.uint8), np.eye(4) if affine is None else np.asarray(affine, float)
-    )
-    image.header.set_data_dtype(np.uint8)
-    image.header["descrip"] = b"lggseg predicted tumour mask (research use only)"
-    return gzip.compress(image.to_bytes(), mtime=0)
+def mask_nifti(
+    masks: np.ndarray, affine: np.ndarray | None = None, header: nib.Nifti1Header | None = None
+) -> bytes:
+    """An ``H x W x Z`` mask volume as ``.nii.gz`` bytes, uint8 0/1, on the source volume's
+    voxel grid (``affine``, and ``header``'s voxel sizes and codes when given)."""
+    if np.asarray(masks).ndim != 3:
+        raise ValueError(f"expected an H x W x Z mask volume, got shape {np.shape(masks)}")
+    return nifti_to_gz_bytes(mask_to_nifti(masks, affine, header))
 
 
 def metrics_csv(rows: Sequence[dict[str, Any]]) -> bytes:

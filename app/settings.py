@@ -3,6 +3,7 @@
 =====================  ==============================================================
 ``LGGSEG_API_URL``     base URL of a running API (``python -m inference.serve``); when
                        set, the viewer calls it instead of loading the model itself
+``LGGSEG_API_KEY``     the API's key (sent as ``X-API-Key``), when the API requires one
 ``LGGSEG_CHECKPOINT``  weights for the in-process model (default: the bundled model)
 ``LGGSEG_DATA_DIR``    a ``kaggle_3m`` folder to browse by patient
 ``LGGSEG_DEVICE``      device for the in-process model (``cpu``, ``cuda``, ``cuda:1``)
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import BUNDLED_CHECKPOINT
@@ -27,6 +28,7 @@ class ViewerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LGGSEG_", extra="ignore", frozen=True)
 
     api_url: str | None = Field(None, description="base URL of the inference API")
+    api_key: SecretStr | None = Field(None, description="X-API-Key for the API, if it needs one")
     checkpoint: Path = Field(BUNDLED_CHECKPOINT, description="weights for the in-process model")
     data_dir: Path | None = Field(None, description="a kaggle_3m folder to browse")
     device: str = Field("cpu", description="device for the in-process model")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
+import nibabel as nib
 import numpy as np
 
 from app import backend
@@ -41,8 +42,10 @@ class VolumeInput:
     problems with the mask when it was not."""
 
     name: str
+    data: bytes
     volume: np.ndarray
     affine: np.ndarray
+    header: nib.Nifti1Header | None = None
     truth: np.ndarray | None = None
     problems: tuple[UploadProblem, ...] = ()
 
@@ -233,4 +236,5 @@ def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
         except (backend.BadUpload, ValueError) as exc:
             problems.append(UploadProblem(display_name(mask[0]),
                                           f"{exc} (the volume is shown without ground truth)"))
-    return VolumeInput(name, decoded.data, np.asarray(decoded.affine), truth, tuple(problems))
+    return VolumeInput(name, volume[1], decoded.data, np.asarray(decoded.affine), decoded.header,
+                       truth, tuple(problems))

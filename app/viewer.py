@@ -22,6 +22,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import altair as alt  # noqa: E402
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
@@ -64,8 +65,8 @@ def load_local(checkpoint: str, device: str) -> backend.LocalSegmenter:
 
 
 @st.cache_resource(show_spinner="Connecting to the API...", ttl=300)
-def connect_api(url: str, timeout_s: float) -> backend.ApiSegmenter:
-    return backend.ApiSegmenter(ApiClient(url, timeout_s=timeout_s))
+def connect_api(url: str, timeout_s: float, api_key: str | None) -> backend.ApiSegmenter:
+    return backend.ApiSegmenter(ApiClient(url, timeout_s=timeout_s, api_key=api_key))
 
 
 @st.cache_data(show_spinner="Scanning the dataset folder...", max_entries=4)
@@ -81,20 +82,32 @@ def truth_areas(root: str, patient_id: str) -> np.ndarray:
 
 def segmenter_for(api_url: str | None, settings: ViewerSettings) -> backend.Segmenter:
     if api_url:
-        return connect_api(api_url, settings.api_timeout_s)
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return connect_api(api_url, settings.api_timeout_s, key)
     return load_local(str(settings.checkpoint), settings.device)
+
+
+def _session_predictions() -> OrderedDict[str, Any]:
+    """This session's earlier predictions by (model, sha256 of the input bytes), bounded.
+
+    Only predictions are kept, never the uploads themselves.
+    """
+    cache: OrderedDict[str, Any] = st.session_state.setdefault("_predictions", OrderedDict())
+    return cache
+
+
+def _trim(cache: OrderedDict[str, Any], keys: Sequence[str]) -> None:
+    for key in keys:
+        cache.move_to_end(key)
+    while len(cache) > PREDICTION_CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def predict(
     segmenter: backend.Segmenter, items: Sequence[tuple[bytes, np.ndarray]], what: str
 ) -> list[backend.Segmentation]:
-    """Segment ``items``, reusing this session's earlier answers for the same bytes and model.
-
-    Only predictions are kept (in this session's state, bounded); raw uploads are not cached.
-    """
-    cache: OrderedDict[str, backend.Segmentation] = st.session_state.setdefault(
-        "_predictions", OrderedDict()
-    )
+    """Segment slices given as (file bytes, image), reusing this session's earlier answers."""
+    cache = _session_predictions()
     keys = [f"{segmenter.key}:{hashlib.sha256(data).hexdigest()}" for data, _ in items]
     todo = [i for i, key in enumerate(keys) if key not in cache]
     if todo:
@@ -109,11 +122,22 @@ def predict(
         if progress is not None:
             progress.empty()
     results = [cache[key] for key in keys]
-    for key in keys:
-        cache.move_to_end(key)
-    while len(cache) > PREDICTION_CACHE_SIZE:
-        cache.popitem(last=False)
+    _trim(cache, keys)
     return results
+
+
+def predict_volume(
+    segmenter: backend.Segmenter, volume: uploads.VolumeInput
+) -> list[backend.Segmentation]:
+    """Segment every slice of an uploaded volume, reusing this session's earlier answer."""
+    cache = _session_predictions()
+    key = f"{segmenter.key}:volume:{hashlib.sha256(volume.data).hexdigest()}"
+    if key not in cache:
+        with st.spinner(f"Segmenting {volume.depth} slices..."):
+            cache[key] = segmenter.segment_volume(volume.data, volume.volume)
+    result: list[backend.Segmentation] = cache[key]
+    _trim(cache, [key])
+    return result
 
 
 # ---------------------------------------------------------------------------- page parts
@@ -200,10 +224,6 @@ def model_card_summary(card: dict[str, Any]) -> None:
         st.json(card, expanded=False)
 
 
-def _fmt_area(pixels: int, total: int) -> str:
-    return f"{pixels:,} px ({100.0 * pixels / total:.2f} % of slice)"
-
-
 def slice_scores(
     name: str, prediction: backend.Segmentation, truth: np.ndarray | None
 ) -> dict[str, Any]:
@@ -214,20 +234,28 @@ def slice_scores(
     return row
 
 
-def show_metrics(row: dict[str, Any], total: int) -> None:
+def show_metrics(row: dict[str, Any], *, wide: bool = False) -> None:
+    """The slice's metrics: a 2-column block (beside the image) or one row of 5 (``wide``)."""
+    cells = iter(st.columns(5) if wide else [c for _ in range(3) for c in st.columns(2)])
     if row.get("dice") is not None:
-        a, b = st.columns(2)
-        a.metric("Dice", f"{row['dice']:.3f}",
-                 help="Overlap of prediction and ground truth: 2|P∩G| / (|P|+|G|); 1 is "
-                 "perfect. Both empty counts as 1.")
-        b.metric("IoU", f"{row['iou']:.3f}", help="|P∩G| / |P∪G|")
-    else:
-        st.info("Add the ground-truth mask (same name ending in _mask) to see Dice and IoU.")
-    st.metric("Predicted tumour area", _fmt_area(row["predicted_pixels"], total))
+        next(cells).metric("Dice", f"{row['dice']:.3f}",
+                           help="Overlap of prediction and ground truth: 2|P∩G| / (|P|+|G|); "
+                           "1 is perfect. Both empty counts as 1.")
+        next(cells).metric("IoU", f"{row['iou']:.3f}", help="|P∩G| / |P∪G|")
+    with next(cells):
+        st.metric("Predicted tumour area", f"{row['predicted_pixels']:,} px",
+                  help="Pixels the model labels as tumour on this slice.")
+        st.caption(f"{row['predicted_percent']:.2f} % of the slice")
     if row.get("truth_pixels") is not None:
-        st.metric("Ground-truth tumour area", _fmt_area(row["truth_pixels"], total))
-    st.metric("Highest tumour probability", f"{row['max_probability']:.2f}",
-              help="The model's largest per-pixel tumour probability on this slice.")
+        with next(cells):
+            st.metric("Ground-truth tumour area", f"{row['truth_pixels']:,} px")
+            st.caption(f"{row['truth_percent']:.2f} % of the slice")
+    next(cells).metric("Highest tumour probability", f"{row['max_probability']:.2f}",
+                       help="The model's largest per-pixel tumour probability on this slice.")
+    if row.get("dice") is None:
+        st.info("Add the ground-truth mask (same name ending in _mask) to see Dice and IoU.")
+    elif row["truth_pixels"] == 0 and row["predicted_pixels"] == 0:
+        st.caption("No tumour in either mask: a correct negative, counted as Dice 1.")
 
 
 def show_slice(
@@ -246,6 +274,31 @@ def show_slice(
     views = [VIEW_OVERLAY, VIEW_AGREEMENT, VIEW_SIDE] if truth is not None else [
         VIEW_OVERLAY, VIEW_SIDE]
     view = st.radio("View", views, horizontal=True, key="view")
+    download = {
+        "label": "Download the predicted mask (PNG)",
+        "data": exports.mask_png(pred),
+        "file_name": f"{uploads.stem(name)}_predicted_mask.png",
+        "mime": "image/png",
+        "key": f"png-{key}",
+        "help": "0 = background, 255 = tumour, same size as the slice.",
+    }
+    if view == VIEW_SIDE:
+        legend([(overlay.PREDICTION, "prediction")]
+               + ([(overlay.GROUND_TRUTH, "ground truth")] if truth is not None else []))
+        cols = st.columns(3)
+        cols[0].image(base, caption="Image", width="stretch")
+        cols[1].image(overlay.mask_overlay(base, pred, overlay.PREDICTION, mode=display.mode,
+                                           opacity=display.opacity),
+                      caption="Prediction", width="stretch")
+        if truth is not None:
+            cols[2].image(overlay.mask_overlay(base, truth, overlay.GROUND_TRUTH,
+                                               mode=display.mode, opacity=display.opacity),
+                          caption="Ground truth", width="stretch")
+        else:
+            cols[2].info("No ground-truth mask uploaded for this slice.")
+        show_metrics(row, wide=True)
+        st.download_button(**download)
+        return
     left, right = st.columns([3, 2], gap="large")
     with left:
         if view == VIEW_AGREEMENT and truth is not None:
@@ -256,38 +309,17 @@ def show_slice(
                                                opacity=display.opacity),
                      caption=f"{name}: agreement of prediction and ground truth",
                      width="stretch")
-        elif view == VIEW_SIDE:
-            cols = st.columns(3)
-            cols[0].image(base, caption="Image", width="stretch")
-            cols[1].image(overlay.mask_overlay(base, pred, overlay.PREDICTION, mode=display.mode,
-                                               opacity=display.opacity),
-                          caption="Prediction", width="stretch")
-            if truth is not None:
-                cols[2].image(overlay.mask_overlay(base, truth, overlay.GROUND_TRUTH,
-                                                   mode=display.mode, opacity=display.opacity),
-                              caption="Ground truth", width="stretch")
-            else:
-                cols[2].info("No ground-truth mask uploaded for this slice.")
         else:
-            items = [(overlay.PREDICTION, "prediction")]
-            if truth is not None:
-                items.append((overlay.GROUND_TRUTH, "ground truth"))
-            legend(items)
+            legend([(overlay.PREDICTION, "prediction")]
+                   + ([(overlay.GROUND_TRUTH, "ground truth")] if truth is not None else []))
             st.image(overlay.prediction_and_truth(base, pred, truth, mode=display.mode,
                                                   opacity=display.opacity),
                      caption=f"{name}: prediction" + (" and ground truth" if truth is not None
                                                       else ""),
                      width="stretch")
     with right:
-        show_metrics(row, pred.size)
-        st.download_button(
-            "Download the predicted mask (PNG)",
-            data=exports.mask_png(pred),
-            file_name=f"{uploads.stem(name)}_predicted_mask.png",
-            mime="image/png",
-            key=f"png-{key}",
-            help="0 = background, 255 = tumour, same size as the slice.",
-        )
+        show_metrics(row)
+        st.download_button(**download)
 
 
 def show_errors(problems: Sequence[uploads.UploadProblem]) -> None:
@@ -353,6 +385,7 @@ def show_stack(
     *,
     key: str,
     affine: np.ndarray | None = None,
+    header: nib.Nifti1Header | None = None,
 ) -> None:
     """A volume or a patient: summary, per-slice area chart, slider, the chosen slice."""
     pred_stack = np.stack([p.mask for p in predictions])
@@ -369,10 +402,12 @@ def show_stack(
     if summary.truth_pixels is not None:
         cols[2].metric("Ground-truth tumour", f"{summary.truth_pixels:,} px")
     cols[3].metric("Slices", f"{len(names)}")
+    chart = st.container()
     number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
                        help="Starts at the slice with the most ground-truth tumour.")
     index = number - 1
-    area_chart(rows, index)
+    with chart:
+        area_chart(rows, index)
     st.subheader(f"{title}: slice {number} of {len(names)}")
     show_slice(names[index], images[index], predictions[index],
                truths[index] if truths is not None else None, display, rows[index],
@@ -380,7 +415,7 @@ def show_stack(
     a, b = st.columns(2)
     a.download_button(
         "Download the predicted mask volume (NIfTI)",
-        data=exports.mask_nifti(np.stack([p.mask for p in predictions], axis=2), affine),
+        data=exports.mask_nifti(np.stack([p.mask for p in predictions], axis=2), affine, header),
         file_name=f"{uploads.stem(title)}_predicted_mask.nii.gz",
         mime="application/gzip",
         key=f"nifti-{key}",
@@ -415,7 +450,7 @@ def area_chart(rows: Sequence[dict[str, Any]], current: int) -> None:
     )
     rule = alt.Chart(pd.DataFrame({"slice": [current + 1]})).mark_rule(
         color="grey", strokeDash=[4, 3]).encode(x="slice:Q")
-    st.altair_chart((lines + rule).properties(height=220, title="Tumour area per slice"),
+    st.altair_chart((lines + rule).properties(title="Tumour area per slice"), height=260,
                     width="stretch")
 
 
@@ -442,8 +477,7 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
     show_errors(volume.problems)
     slices = [volume.slice(k) for k in range(volume.depth)]
     try:
-        predictions = predict(segmenter, [(backend.slice_bytes(s), s) for s in slices],
-                              f"{len(slices)} slices")
+        predictions = predict_volume(segmenter, volume)
     except backend.BackendError as exc:
         st.error(str(exc))
         return
@@ -454,7 +488,8 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
     else:
         areas = np.array([int(p.mask.sum()) for p in predictions])
     show_stack(name, [f"slice {k + 1}" for k in range(volume.depth)], slices, predictions,
-               truths, int(np.argmax(areas)), display, key="volume", affine=volume.affine)
+               truths, int(np.argmax(areas)), display, key="volume", affine=volume.affine,
+               header=volume.header)
 
 
 def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) -> None:
@@ -506,8 +541,7 @@ def main() -> None:
     st.caption(f"Segmentation by the {segmenter.description}.")
     model_card_summary(segmenter.card())
     modes = [MODE_SLICES, MODE_VOLUME, MODE_DATASET]
-    mode = st.radio("What would you like to look at?", modes, horizontal=True, key="mode",
-                    index=2 if data_dir else 0)
+    mode = st.radio("What would you like to look at?", modes, horizontal=True, key="mode")
     if mode == MODE_SLICES:
         page_slices(segmenter, display)
     elif mode == MODE_VOLUME:

@@ -112,7 +112,8 @@ def test_slice_without_mask_shows_areas_and_asks_for_the_mask(viewer: AppTest) -
     assert not viewer.error
     assert not [m for m in viewer.metric if m.label == "Dice"]
     assert "to see Dice and IoU" in _texts(viewer)
-    assert _metric(viewer, "Predicted tumour area").endswith("% of slice)")
+    assert _metric(viewer, "Predicted tumour area").endswith(" px")
+    assert "% of the slice" in _texts(viewer)
 
 
 @pytest.mark.parametrize(
