@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue RUN_DIR from its last completed epoch (resume.pt); the "
                           "configuration comes from RUN_DIR/config.yaml, flags may change only "
-                          "epochs, patience, device, threads, workers and the data folder")
+                          "epochs, patience, device, threads, workers and the data folder "
+                          "(a new --epochs re-stretches the cosine schedule)")
     run.add_argument("--stop-after-epochs", type=int, metavar="N",
                      help="stop cleanly after N epochs in this invocation (e.g. for job time "
                           "limits); continue later with --resume")

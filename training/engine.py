@@ -21,15 +21,35 @@ from training.runtime import Runtime, all_reduce_sum
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run must stop."""
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinite values; the run must stop."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """The training loss became NaN or infinite."""
 
     def __init__(self, epoch: int, step: int, value: float, lr: float) -> None:
         self.epoch, self.step, self.value, self.lr = epoch, step, value, lr
         super().__init__(
             f"non-finite training loss ({value}) in epoch {epoch} at optimizer step {step} "
-            f"(lr {lr:.3g}); stopping. Lower the learning rate (--lr), lengthen the warm-up, or "
-            "use --amp fp32, then start again or --resume from the last good epoch."
+            f"(lr {lr:.3g}); stopping. {ADVICE}"
+        )
+
+
+ADVICE = (
+    "Lower the learning rate (--lr), lengthen the warm-up, or use --amp fp32, then start "
+    "again or --resume from the last good epoch."
+)
+
+
+def check_finite_weights(model: torch.nn.Module, epoch: int) -> None:
+    """Raise NonFiniteError if any parameter or buffer is NaN/Inf (never checkpoint those)."""
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteError(
+            f"non-finite weights after epoch {epoch} ({len(bad)} tensors, first: {bad[0]}); "
+            f"stopping without saving them. {ADVICE}"
         )
 
 

@@ -28,7 +28,13 @@ from training import checkpointing as ckpt
 from training.cli import build_parser, overrides_from_args
 from training.config import ConfigError, TrainConfig, load_config, read_yaml, write_config
 from training.data_loading import build_data, load_or_make_split, select_patients
-from training.engine import NonFiniteLossError, build_loss, train_one_epoch, validate
+from training.engine import (
+    NonFiniteError,
+    build_loss,
+    check_finite_weights,
+    train_one_epoch,
+    validate,
+)
 from training.logbook import Logbook
 from training.runtime import (
     Runtime,
@@ -75,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return train(cfg, args.out, runtime, resume=args.resume,
                      stop_after_epochs=args.stop_after_epochs)
-    except NonFiniteLossError as exc:
+    except NonFiniteError as exc:
         logger.error("%s Last good checkpoint: %s", exc, _last_good(args.out))
         return EXIT_NONFINITE
     except (DatasetError, CheckpointError, ConfigError, ValueError, RuntimeError) as exc:
@@ -183,7 +189,11 @@ def train(
 
     started, wall_before, epochs_run = time.perf_counter(), progress.wall_time_s, 0
     stop_reason = "finished"
-    for epoch in range(progress.epoch + 1, t.epochs + 1):
+    patience = t.early_stopping_patience
+    first_epoch = progress.epoch + 1
+    if patience and progress.epochs_without_improvement >= patience:
+        stop_reason, first_epoch = "already stopped early", t.epochs + 1
+    for epoch in range(first_epoch, t.epochs + 1):
         epoch_start = time.perf_counter()
         data.start_epoch(epoch)
         result = train_one_epoch(
@@ -192,6 +202,7 @@ def train(
             logbook=logbook,
         )
         sync_buffers(runtime, model)
+        check_finite_weights(model, epoch)
         progress.epoch, progress.step = epoch, result.step
         row: dict[str, Any] = {
             "epoch": epoch,
@@ -233,7 +244,6 @@ def train(
             _fmt(row.get("val_mean_patient_dice")), progress.best_dice, progress.best_epoch,
         )
         epochs_run += 1
-        patience = t.early_stopping_patience
         if patience and progress.epochs_without_improvement >= patience:
             stop_reason = f"early stop (no better val Dice in {patience} validations)"
             break

@@ -21,6 +21,7 @@ from models.checkpoint import load_checkpoint
 from tests.training.conftest import tiny_args
 from training import train as train_module
 from training.checkpointing import load_resume
+from training.engine import NonFiniteError, check_finite_weights
 from training.train import main, state_sha256
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,6 +122,28 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
     assert card["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in model.state_dict().values())
     assert load_resume(out / "resume.pt")["progress"]["epoch"] == 1
+
+
+def test_diverging_learning_rate_stops_before_any_checkpoint(
+    synthetic_lgg: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    with caplog.at_level(logging.ERROR, logger="training.train"):
+        code = main(tiny_args(synthetic_lgg, out, "--lr", "1e30", "--optimizer", "adam",
+                              "--warmup-epochs", "0"))
+    assert code == 3
+    assert "non-finite training loss" in caplog.text and "in epoch 1" in caplog.text
+    assert "Last good checkpoint: none" in caplog.text
+    assert not (out / "last.safetensors").exists() and not (out / "resume.pt").exists()
+
+
+def test_non_finite_weights_are_never_checkpointed() -> None:
+    model = torch.nn.Linear(2, 2)
+    check_finite_weights(model, 1)
+    with torch.no_grad():
+        model.bias[0] = float("inf")
+    with pytest.raises(NonFiniteError, match="non-finite weights after epoch 4.*bias"):
+        check_finite_weights(model, 4)
 
 
 def _train_command(*args: str) -> list[str]:
