@@ -1,13 +1,20 @@
-"""Fixtures for the viewer tests: a tiny random checkpoint (resnet18, 64 px) in a temp folder."""
+"""Fixtures for the viewer tests: a tiny random checkpoint (resnet18, 64 px), a live API."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+import uvicorn
 
 from data.preprocessing import PreprocessingConfig
+from inference.api.app import create_app
+from inference.api.settings import ServeSettings
 from models.checkpoint import INTENDED_USE, save_checkpoint
 from models.network import ModelConfig, build_model
 
@@ -31,3 +38,23 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def live_api(tiny_checkpoint: Path) -> Iterator[str]:
+    """The real API (``inference.api``) on a free loopback port, served by uvicorn in a thread."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    app = create_app(ServeSettings(checkpoint=tiny_checkpoint, warmup=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the API did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

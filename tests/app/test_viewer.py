@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
@@ -176,3 +178,106 @@ def test_dataset_mode_starts_at_the_largest_tumour_slice(
     at.selectbox(key="patient").set_value(other.patient_id).run()
     assert at.slider(key=f"slice-patient-{other.patient_id}").value == int(
         np.argmax(kaggle3m.tumour_pixels(other))) + 1
+
+
+def _nifti(volume: np.ndarray, affine: np.ndarray | None = None) -> bytes:
+    return gzip.compress(nib.Nifti1Image(volume, np.eye(4) if affine is None else affine)
+                         .to_bytes())
+
+
+def _volume_and_truth() -> tuple[np.ndarray, np.ndarray]:
+    """64 x 64 x 4 x 3 volume whose 'tumour' disc is largest on slice 3 (index 2)."""
+    yy, xx = np.mgrid[:64, :64]
+    slices, masks = [], []
+    for radius in (3, 6, 10, 5):
+        disc = (yy - 26) ** 2 + (xx - 35) ** 2 < radius**2
+        image = _brain()
+        image[disc] = 230
+        slices.append(image)
+        masks.append(disc.astype(np.uint8))
+    return np.stack(slices, axis=2), np.stack(masks, axis=2)
+
+
+def test_nifti_volume_shows_volumetric_dice_and_starts_at_the_largest_slice(
+    viewer: AppTest, tiny_checkpoint: Path
+) -> None:
+    volume, truth = _volume_and_truth()
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(("v.nii.gz", _nifti(volume), "application/gzip"))
+    viewer.file_uploader(key="volume_mask").set_value(
+        ("v_mask.nii.gz", _nifti(truth), "application/gzip"))
+    viewer.run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_volume(volume).masks
+    assert _metric(viewer, "Volumetric Dice") == f"{metrics.dice(expected, truth):.3f}"
+    assert _metric(viewer, "Ground-truth tumour") == f"{int(truth.sum()):,} px"
+    slider = viewer.slider(key="slice-volume")
+    assert (slider.value, slider.max) == (3, 4)
+    assert _metric(viewer, "Dice") == f"{metrics.dice(expected[:, :, 2], truth[:, :, 2]):.3f}"
+    labels = [b.proto.label for b in viewer.get("download_button")]
+    assert "Download the predicted mask volume (NIfTI)" in labels
+
+    slider.set_value(1).run()
+    assert _metric(viewer, "Dice") == f"{metrics.dice(expected[:, :, 0], truth[:, :, 0]):.3f}"
+
+
+def test_nifti_mask_of_another_shape_is_an_error(viewer: AppTest) -> None:
+    volume, truth = _volume_and_truth()
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(("v.nii.gz", _nifti(volume), "application/gzip"))
+    viewer.file_uploader(key="volume_mask").set_value(
+        ("m.nii.gz", _nifti(truth[:32]), "application/gzip"))
+    viewer.run()
+    assert not viewer.exception
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and "32x64x4 but the volume is 64x64x4" in errors[0]
+    assert not [m for m in viewer.metric if m.label == "Volumetric Dice"]
+    assert _metric(viewer, "Slices") == "4"
+
+
+def test_a_slice_uploaded_as_a_volume_says_where_to_go(viewer: AppTest) -> None:
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(("s.tif", _tif(_brain()), "image/tiff")).run()
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and "not a volume" in errors[0]
+
+
+def test_api_mode_segments_through_the_api(
+    monkeypatch: pytest.MonkeyPatch, live_api: str, tiny_checkpoint: Path
+) -> None:
+    monkeypatch.setenv("LGGSEG_API_URL", live_api)
+    monkeypatch.setenv("LGGSEG_CHECKPOINT", "/nonexistent/not-used.safetensors")
+    monkeypatch.delenv("LGGSEG_DATA_DIR", raising=False)
+    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    assert f"served by the API at {live_api}" in _texts(at)
+    image, truth = _brain(), _truth()
+    at.file_uploader(key="slices").set_value(
+        [("a.png", _png(image), "image/png"), ("a_mask.png", _png(truth), "image/png")]).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(image).mask
+    assert _metric(at, "Dice") == f"{metrics.dice(expected, truth):.3f}"
+
+
+def test_unreachable_api_is_an_error_in_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGGSEG_API_URL", "http://127.0.0.1:9")
+    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "cannot reach the API at http://127.0.0.1:9" in errors[0]
+
+
+def test_missing_checkpoint_is_an_error_in_the_page(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
+    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tmp_path / "none.safetensors"))
+    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "checkpoint not found" in errors[0]
+    assert "LGGSEG_CHECKPOINT" in errors[0]
