@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import backend, exports, overlay, uploads  # noqa: E402
+from app import backend, card, exports, overlay, uploads  # noqa: E402
 from app.client import ApiClient  # noqa: E402
 from app.settings import ViewerSettings  # noqa: E402
 from data import kaggle3m  # noqa: E402
@@ -189,39 +189,12 @@ def legend(items: Sequence[tuple[overlay.RGB, str]]) -> None:
     st.markdown(swatches, unsafe_allow_html=True)
 
 
-def model_card_summary(card: dict[str, Any]) -> None:
+def model_card_summary(model_card: dict[str, Any]) -> None:
     with st.expander("Model card (what this model is, how it was trained and tested)"):
-        rows = []
-        for key, label in (
-            ("model_version", "Version"),
-            ("version", "Version"),
-            ("name", "Name"),
-            ("description", "Description"),
-            ("intended_use", "Intended use"),
-            ("data_source", "Training data"),
-            ("split", "Split"),
-        ):
-            value = card.get(key)
-            if value not in (None, "", {}) and not isinstance(value, (dict, list)):
-                rows.append(f"- **{label}:** {value}")
-        model = card.get("model")
-        if isinstance(model, dict):
-            rows.append(f"- **Network:** {model.get('architecture', '?')} with a "
-                        f"{model.get('backbone', '?')} encoder")
-        prep = card.get("preprocessing")
-        if isinstance(prep, dict):
-            rows.append(f"- **Input:** {prep.get('image_size', '?')} px, channels "
-                        f"{', '.join(prep.get('channels', []))}")
-        metrics = card.get("metrics") or card.get("eval_metrics")
-        if isinstance(metrics, dict):
-            flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            if flat:
-                rows.append("- **Test metrics:** " + ", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in flat.items()))
-        st.markdown("\n".join(rows) if rows else "The model card is empty.")
+        lines = card.summary(model_card)
+        st.markdown("\n".join(lines) if lines else "The model card is empty.")
         st.caption("Full card:")
-        st.json(card, expanded=False)
+        st.json(model_card, expanded=False)
 
 
 def slice_scores(
@@ -384,6 +357,7 @@ def show_stack(
     display: Display,
     *,
     key: str,
+    start_reason: str,
     affine: np.ndarray | None = None,
     header: nib.Nifti1Header | None = None,
 ) -> None:
@@ -404,7 +378,7 @@ def show_stack(
     cols[3].metric("Slices", f"{len(names)}")
     chart = st.container()
     number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
-                       help="Starts at the slice with the most ground-truth tumour.")
+                       help=f"Starts at the slice with the {start_reason}.")
     index = number - 1
     with chart:
         area_chart(rows, index)
@@ -485,11 +459,13 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
     if volume.truth is not None:
         truths = [volume.truth[:, :, k] for k in range(volume.depth)]
         areas = volume.truth.reshape(-1, volume.depth).sum(axis=0)
+        reason = "largest ground-truth tumour"
     else:
         areas = np.array([int(p.mask.sum()) for p in predictions])
+        reason = "largest predicted tumour"
     show_stack(name, [f"slice {k + 1}" for k in range(volume.depth)], slices, predictions,
-               truths, int(np.argmax(areas)), display, key="volume", affine=volume.affine,
-               header=volume.header)
+               truths, int(np.argmax(areas)), display, key="volume", start_reason=reason,
+               affine=volume.affine, header=volume.header)
 
 
 def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) -> None:
@@ -503,11 +479,20 @@ def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) 
         st.error(f"Cannot browse this folder: {exc}")
         return
     by_id = {p.patient_id: p for p in patients}
-    patient_id = st.selectbox(
-        "Patient", list(by_id), key="patient",
-        format_func=lambda pid: f"{pid} ({len(by_id[pid].slices)} slices)",
-    )
+    model_card = segmenter.card()
+
+    def label(pid: str) -> str:
+        part = card.split_of(model_card, pid)
+        used = f", {card.SPLIT_NAMES[part]} patient of this model" if part else ""
+        return f"{pid} ({len(by_id[pid].slices)} slices{used})"
+
+    patient_id = st.selectbox("Patient", list(by_id), key="patient", format_func=label)
     patient = by_id[patient_id]
+    part = card.split_of(model_card, patient_id)
+    if part in ("train", "val"):
+        st.warning(f"This patient was in the model's {card.SPLIT_NAMES[part]} set: its scores "
+                   "overstate how well the model does on new patients. Test patients give a "
+                   "fair picture.")
     areas = truth_areas(data_dir, patient_id)
     try:
         images = [kaggle3m.read_image(s.image_path) for s in patient.slices]
@@ -524,7 +509,7 @@ def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) 
         return
     names = [s.image_path.name for s in patient.slices]
     show_stack(patient_id, names, images, predictions, truths, int(np.argmax(areas)), display,
-               key=f"patient-{patient_id}")
+               key=f"patient-{patient_id}", start_reason="largest ground-truth tumour")
 
 
 def main() -> None:
@@ -550,4 +535,15 @@ def main() -> None:
         page_dataset(segmenter, data_dir, display)
 
 
-main()
+def run() -> None:
+    """The page, with a last line of defence: an unexpected error becomes a message, never a
+    traceback in front of the user (the log keeps the details)."""
+    try:
+        main()
+    except Exception:  # the UI boundary (st.stop and st.rerun are BaseExceptions, not caught)
+        logger.exception("unexpected error while drawing the viewer")
+        st.error("Something went wrong while drawing this page. The details are in the "
+                 "viewer's log; please report them. Nothing you uploaded was stored.")
+
+
+run()

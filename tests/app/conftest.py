@@ -18,6 +18,9 @@ from inference.api.settings import ServeSettings
 from models.checkpoint import INTENDED_USE, save_checkpoint
 from models.network import ModelConfig, build_model
 
+TRAINING_PATIENT = "TCGA_CS_4941_19960909"
+"""The tiny model's card lists this (real) patient as a training patient."""
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -33,6 +36,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "model": model_cfg.model_dump(mode="json"),
             "preprocessing": PreprocessingConfig(image_size=64).to_card(),
             "metrics": {"test_mean_patient_dice": 0.5},
+            "split": {"seed": 0, "train": [TRAINING_PATIENT], "val": [], "test": []},
             "data_source": "random weights for tests",
             "intended_use": INTENDED_USE,
         },

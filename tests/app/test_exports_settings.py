@@ -61,7 +61,8 @@ def test_settings_read_the_lggseg_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LGGSEG_CHECKPOINT", "/m/best.safetensors")
     configured = ViewerSettings()
     assert configured.api_url == "http://api:8000"
-    assert configured.api_key is not None and configured.api_key.get_secret_value() == "s3cret-key-42"
+    assert configured.api_key is not None
+    assert configured.api_key.get_secret_value() == "s3cret-key-42"
     assert "s3cret" not in repr(configured)
     assert configured.data_dir == Path("/data/kaggle_3m")
     assert configured.checkpoint == Path("/m/best.safetensors")

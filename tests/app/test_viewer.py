@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from data import kaggle3m
 from inference import metrics
 from inference.predictor import Predictor
+from tests.app.conftest import TRAINING_PATIENT
 
 VIEWER = str(Path(__file__).resolve().parents[2] / "app" / "viewer.py")
 TIMEOUT = 60
@@ -162,6 +163,8 @@ def test_dataset_mode_starts_at_the_largest_tumour_slice(
 
     patients = kaggle3m.scan_dataset(lgg_dir)
     patient = next(p for p in patients if p.patient_id == at.selectbox(key="patient").value)
+    assert patient.patient_id == TRAINING_PATIENT == patients[0].patient_id
+    assert "in the model's training set" in _texts(at)
     areas = kaggle3m.tumour_pixels(patient)
     slider = at.slider(key=f"slice-patient-{patient.patient_id}")
     assert slider.value == int(np.argmax(areas)) + 1
@@ -176,6 +179,7 @@ def test_dataset_mode_starts_at_the_largest_tumour_slice(
     other = next(p for p in patients if p.patient_id != patient.patient_id
                  and kaggle3m.tumour_pixels(p).any())
     at.selectbox(key="patient").set_value(other.patient_id).run()
+    assert "training set" not in _texts(at)
     assert at.slider(key=f"slice-patient-{other.patient_id}").value == int(
         np.argmax(kaggle3m.tumour_pixels(other))) + 1
 
@@ -281,3 +285,19 @@ def test_missing_checkpoint_is_an_error_in_the_page(
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "checkpoint not found" in errors[0]
     assert "LGGSEG_CHECKPOINT" in errors[0]
+
+
+def test_an_unexpected_error_is_a_message_not_a_traceback(
+    viewer: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import overlay
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(overlay, "prediction_and_truth", broken)
+    viewer.file_uploader(key="slices").set_value(("a.png", _png(_brain()), "image/png")).run()
+    assert not viewer.exception
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and errors[0].startswith("Something went wrong")
+    assert "boom" not in errors[0]

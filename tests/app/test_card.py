@@ -1,0 +1,34 @@
+"""app/card.py: the model-card summary and the split lookup."""
+
+from __future__ import annotations
+
+from app import card
+
+CARD = {
+    "name": "lggseg-resnet50-unet-znorm-adam",
+    "version": "1.0.0",
+    "model": {"architecture": "flexible_unet", "backbone": "resnet50"},
+    "preprocessing": {"image_size": 256, "channels": ["pre-contrast", "FLAIR", "post-contrast"]},
+    "data_source": "LGG MRI segmentation (kaggle_3m)",
+    "split": {"seed": 0, "train": ["A", "B"], "val": ["C"], "test": ["D"]},
+    "metrics": {"test_mean_patient_dice": 0.8123, "best_epoch": 40, "early_stopped": True},
+    "intended_use": "research, not for diagnostic use",
+}
+
+
+def test_split_of_finds_each_part_and_nothing_else() -> None:
+    assert [card.split_of(CARD, p) for p in "ABCDE"] == ["train", "train", "val", "test", None]
+    assert card.split_of({}, "A") is None
+    assert card.split_of({"split": "oops"}, "A") is None
+
+
+def test_summary_names_the_essentials() -> None:
+    text = "\n".join(card.summary(CARD))
+    assert "lggseg-resnet50-unet-znorm-adam (version 1.0.0)" in text
+    assert "resnet50 encoder" in text
+    assert "256 px, channels pre-contrast, FLAIR, post-contrast" in text
+    assert "2 training, 1 validation, 1 test patients" in text
+    assert "test mean patient dice 0.812" in text and "best epoch 40" in text
+    assert "early stopped" not in text  # booleans are not metrics
+    assert "research, not for diagnostic use" in text
+    assert card.summary({}) == []
