@@ -18,7 +18,7 @@ preprocessing z-scores each channel, so the scale of the numbers does not matter
 
 - Grey (``L``, 16-bit ``I;16``, 32-bit ``I``, float ``F``) stays one channel, ``H x W``, in its
   own numeric type (16-bit stays ``uint16``, signed stays signed, float stays float).
-- ``1`` (bilevel) becomes ``uint8`` 0/1. ``P``/``PA`` (palette) are expanded through the palette
+- ``1`` (bilevel) becomes ``uint8`` 0/255. ``P``/``PA`` (palette) are expanded through the palette
   to RGB. ``LA`` and ``RGBA`` lose their alpha channel. ``CMYK`` and ``YCbCr`` JPEGs are
   converted to RGB by Pillow. Colour stays ``H x W x 3`` in the file's channel order.
 - 16-bit colour PNG is refused (Pillow would silently reduce it to 8 bits): send TIFF or NIfTI.
@@ -232,13 +232,13 @@ def _decode_pillow(data: bytes, fmt: Format, limits: DecodeLimits) -> np.ndarray
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size  # header only: nothing decoded yet
             check_geometry(height, width, limits)
-            if getattr(image, "n_frames", 1) != 1:
+            frames = getattr(image, "n_frames", 1)
+            if frames != 1:
                 raise DecodeError(
-                    f"the image has {image.n_frames} frames (animated or multi-page); "
-                    "send a single frame"
+                    f"the image has {frames} frames (animated or multi-page); send a single frame"
                 )
             mode = image.mode
             if mode in _PIL_CONVERT:
@@ -249,8 +249,19 @@ def _decode_pillow(data: bytes, fmt: Format, limits: DecodeLimits) -> np.ndarray
             arr = np.asarray(image)
     except DecodeProblem:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(
+            f"the {fmt.upper()} declares more pixels than the limit of {limits.max_pixels}"
+        ) from exc
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise DecodeError(f"the {fmt.upper()} data is truncated or corrupt") from exc
     return _check_values(_drop_alpha(arr))
 
@@ -283,8 +294,16 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
             arr = page.asarray()
     except DecodeProblem:
         raise
-    except (tifffile.TiffFileError, ValueError, OSError, zlib.error, IndexError, KeyError,
-            TypeError, RuntimeError) as exc:
+    except (
+        tifffile.TiffFileError,
+        ValueError,
+        OSError,
+        zlib.error,
+        IndexError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+    ) as exc:
         raise DecodeError("the TIFF data is truncated or corrupt") from exc
     if axes == "SYX":
         arr = np.moveaxis(arr, 0, -1)
@@ -295,8 +314,16 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
 
 # NIfTI-1 datatype codes this service reads (others: binary, complex, RGB, float128 -> 422).
 _NIFTI_TYPES = {
-    2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64,
-    256: np.int8, 512: np.uint16, 768: np.uint32, 1024: np.int64, 1280: np.uint64,
+    2: np.uint8,
+    4: np.int16,
+    8: np.int32,
+    16: np.float32,
+    64: np.float64,
+    256: np.int8,
+    512: np.uint16,
+    768: np.uint32,
+    1024: np.int64,
+    1280: np.uint64,
 }
 
 
@@ -309,7 +336,7 @@ def _nifti_header(raw: bytes) -> nib.Nifti1Header:
 
 def _nifti_layout(hdr: nib.Nifti1Header, limits: DecodeLimits) -> tuple[tuple[int, ...], int]:
     """Validated shape and data end offset, from the header alone (no voxel is read)."""
-    if bytes(hdr["magic"]) != b"n+1":
+    if np.asarray(hdr["magic"]).item() != b"n+1":
         raise DecodeError("a header-only NIfTI pair (.hdr/.img) is not supported; send one .nii")
     dim = [int(d) for d in hdr["dim"]]
     ndim = dim[0]
@@ -334,8 +361,9 @@ def _nifti_layout(hdr: nib.Nifti1Header, limits: DecodeLimits) -> tuple[tuple[in
         raise DecodeError(f"the NIfTI header has an invalid vox_offset {offset}")
     end = offset + n_values * np.dtype(_NIFTI_TYPES[code]).itemsize
     if end > limits.max_decompressed_bytes:
-        raise DecodeError(f"the NIfTI image would need {end} bytes; the limit is "
-                          f"{limits.max_decompressed_bytes}")
+        raise DecodeError(
+            f"the NIfTI image would need {end} bytes; the limit is {limits.max_decompressed_bytes}"
+        )
     _check_scaling(hdr)
     return shape, end
 
@@ -458,8 +486,14 @@ def _read_zip(data: bytes, limits: DecodeLimits) -> Volume:
         for index, info in enumerate(_zip_slice_entries(zf, limits)):
             try:
                 blob = zf.read(info)  # ZipExtFile stops at the declared size and checks the CRC
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError,
-                    NotImplementedError, zlib.error) as exc:
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                ValueError,
+                EOFError,
+                NotImplementedError,
+                zlib.error,
+            ) as exc:
                 raise DecodeError(f"slice {index} of the zip cannot be extracted") from exc
             try:
                 fmt = sniff(blob)
@@ -538,3 +572,20 @@ def decode_volume(data: bytes, limits: DecodeLimits | None = None) -> Volume:
     if depth > limits.max_slices:
         raise DecodeError(f"the volume has {depth} slices; the limit is {limits.max_slices}")
     return vol
+
+
+def decode_nifti(data: bytes, limits: DecodeLimits | None = None) -> Volume:
+    """Decode any NIfTI (a slice or a volume) as a volume ``H x W x Z [x 3]`` (a slice: Z = 1).
+
+    For tools that take both, such as the ``inference.predict`` CLI.
+    """
+    limits = limits or DecodeLimits()
+    fmt = sniff(data)
+    if fmt not in ("nifti", "gzip"):
+        raise UnsupportedFormat(f"expected NIfTI (.nii or .nii.gz), got {fmt.upper()}")
+    vol = _read_nifti(data, fmt, limits)
+    kind, arr = _nifti_as_kind(vol)
+    if kind == "slice":
+        arr = arr[:, :, None] if arr.ndim == 2 else arr[:, :, None, :]
+    check_geometry(arr.shape[0], arr.shape[1], limits)
+    return Volume(arr, vol.affine, vol.zooms, "nifti", vol.header)

@@ -41,7 +41,7 @@ class SlicePrediction:
     probabilities: np.ndarray
     """``H x W`` float32 tumour probabilities in [0, 1]."""
     mask: np.ndarray
-    """``H x W`` uint8, 1 = tumour (probability >= the predictor's threshold)."""
+    """``H x W`` uint8, 1 = tumour (probability > the threshold, as in training.evaluate)."""
     max_probability: float
     tumour_pixels: int
 
@@ -142,7 +142,8 @@ class Predictor:
             self.preprocessing = PreprocessingConfig.model_validate(card["preprocessing"])
         except (KeyError, ValidationError) as exc:
             raise CheckpointError(f"the card's preprocessing section is invalid: {exc}") from exc
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.model = model.to(self.device).eval()
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         sha = weights_sha256 or str(card.get("weights_sha256") or "unknown")
         name = str(card.get("name") or "lggseg-model")
         version = str(card.get("version") or "0")
@@ -213,7 +214,7 @@ class Predictor:
     def _finish(self, image: np.ndarray, probabilities: np.ndarray) -> SlicePrediction:
         height, width = np.asarray(image).shape[:2]
         probs = restore_size(probabilities, height, width)
-        mask = (probs >= self.threshold).astype(np.uint8)
+        mask = (probs > self.threshold).astype(np.uint8)
         return SlicePrediction(
             probabilities=probs,
             mask=mask,

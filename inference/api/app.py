@@ -105,8 +105,13 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type"],
-            expose_headers=["X-Model-Version", "X-Tumour-Pixels", "X-Tumour-Voxels",
-                            "X-Tumour-Slices", "Retry-After"],
+            expose_headers=[
+                "X-Model-Version",
+                "X-Tumour-Pixels",
+                "X-Tumour-Voxels",
+                "X-Tumour-Slices",
+                "Retry-After",
+            ],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer

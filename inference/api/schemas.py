@@ -51,7 +51,7 @@ class SegmentResult(BaseModel):
     tumour_fraction: float
     max_probability: float
     threshold: float
-    mask_png_base64: str = Field(description="the mask as a PNG (0 background, 255 tumour)")
+    mask_png: str = Field(description="the mask as a PNG (0 background, 255 tumour)")
     contours: list[list[tuple[float, float]]] = Field(
         description="tumour outlines, each a closed polygon of (x, y) = (column, row) points "
         "in pixel coordinates, lying halfway between tumour and background pixels"
@@ -68,7 +68,7 @@ class SegmentResult(BaseModel):
                     "tumour_fraction": 3.0517578125e-05,
                     "max_probability": 0.97,
                     "threshold": 0.5,
-                    "mask_png_base64": "iVBORw0KGgo...",
+                    "mask_png": "iVBORw0KGgo...",
                     "contours": [[[120.5, 80.0], [121.0, 79.5], [121.5, 80.0], [120.5, 80.0]]],
                     "contours_truncated": False,
                     "model_version": MODEL_VERSION_EXAMPLE,
@@ -95,7 +95,7 @@ class VolumeResult(BaseModel):
     voxel_volume_mm3: float = Field(description="from the NIfTI header; 1.0 for a zip")
     tumour_volume_ml: float
     slices: list[SliceSummaryOut]
-    mask_nifti_gz_base64: str = Field(description="the mask as .nii.gz, uint8 0/1")
+    mask_nifti_gz: str = Field(description="the mask as .nii.gz, uint8 0/1")
     model_version: str
 
 

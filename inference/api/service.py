@@ -79,8 +79,12 @@ class ModelService:
         except (ValueError, RuntimeError, OSError) as exc:
             log.error("model not loaded: %s: %s", type(exc).__name__, exc)
             return cls(settings, metrics, error=f"model not loaded: {type(exc).__name__}: {exc}")
-        log.info("model %s ready (%s, %s)", predictor.model_version, predictor.precision,
-                 predictor.device)
+        log.info(
+            "model %s ready (%s, %s)",
+            predictor.model_version,
+            predictor.precision,
+            predictor.device,
+        )
         return cls(settings, metrics, predictor=predictor)
 
     async def stop(self) -> None:

@@ -119,16 +119,16 @@ async def read_form(
         )
     media_type, params = parse_options_header(content_type)
     if media_type != b"multipart/form-data":
-        raise HTTPException(
-            415, f"expected multipart/form-data with the field(s) {fields_text}"
-        )
+        raise HTTPException(415, f"expected multipart/form-data with the field(s) {fields_text}")
     boundary = params.get(b"boundary")
     if not boundary:
         raise HTTPException(400, "malformed multipart: the Content-Type has no boundary")
     collector = _FormCollector(required, max_parts, max_header_bytes)
     try:
         parser = MultipartParser(
-            boundary, collector.callbacks(), max_header_size=max_header_bytes  # type: ignore[arg-type]
+            boundary,
+            collector.callbacks(),  # type: ignore[arg-type]
+            max_header_size=max_header_bytes,
         )
         async for chunk in request.stream():
             for start in range(0, len(chunk), PIECE):

@@ -81,7 +81,7 @@ async def segment_slice(
         tumour_fraction=prediction.tumour_fraction,
         max_probability=prediction.max_probability,
         threshold=service.require_predictor().threshold,
-        mask_png_base64=base64.b64encode(png).decode("ascii"),
+        mask_png=base64.b64encode(png).decode("ascii"),
         contours=contours,
         contours_truncated=truncated,
         model_version=version,
@@ -148,7 +148,7 @@ async def segment_volume(
             )
             for s in prediction.slices
         ],
-        mask_nifti_gz_base64=base64.b64encode(blob).decode("ascii"),
+        mask_nifti_gz=base64.b64encode(blob).decode("ascii"),
         model_version=version,
     )
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
