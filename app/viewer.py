@@ -223,8 +223,8 @@ def show_metrics(row: dict[str, Any], *, wide: bool = False) -> None:
         with next(cells):
             st.metric("Ground-truth tumour area", f"{row['truth_pixels']:,} px")
             st.caption(f"{row['truth_percent']:.2f} % of the slice")
-    next(cells).metric("Highest tumour probability", f"{row['max_probability']:.2f}",
-                       help="The model's largest per-pixel tumour probability on this slice.")
+    next(cells).metric("Max probability", f"{row['max_probability']:.2f}",
+                       help="The model's highest per-pixel tumour probability on this slice.")
     if row.get("dice") is None:
         st.info("Add the ground-truth mask (same name ending in _mask) to see Dice and IoU.")
     elif row["truth_pixels"] == 0 and row["predicted_pixels"] == 0:

@@ -136,3 +136,7 @@ def test_upload_slice_and_mask_in_chromium(
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+    # XSRF protection is on: an upload without the page's token is refused.
+    refused = httpx.put(f"{viewer_url}/_stcore/upload_file/session/file",
+                        files={"file": ("x.png", b"\x89PNG", "image/png")})
+    assert refused.status_code == 403 and "XSRF" in refused.text
