@@ -7,11 +7,12 @@ never written to disk or cached across sessions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,18 @@ def predict(
     todo = [i for i, key in enumerate(keys) if key not in cache]
     if todo:
         progress = st.progress(0.0, text=f"Segmenting {what}...") if len(todo) > BATCH else None
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start : start + BATCH]
-            for i, result in zip(chunk, segmenter.segment([items[i] for i in chunk]), strict=True):
-                cache[keys[i]] = result
-            if progress is not None:
-                progress.progress(min(1.0, (start + len(chunk)) / len(todo)),
-                                  text=f"Segmenting {what}...")
+        waiting = (st.spinner(f"Segmenting {what}...", show_time=True) if progress is None
+                   else contextlib.nullcontext())
+        with waiting:
+            for start in range(0, len(todo), BATCH):
+                chunk = todo[start : start + BATCH]
+                answers = segmenter.segment([items[i] for i in chunk])
+                for i, result in zip(chunk, answers, strict=True):
+                    cache[keys[i]] = result
+                if progress is not None:
+                    progress.progress(min(1.0, (start + len(chunk)) / len(todo)),
+                                      text=f"Segmenting {what}: {start + len(chunk)} of "
+                                      f"{len(todo)} done")
         if progress is not None:
             progress.empty()
     results = [cache[key] for key in keys]
@@ -247,14 +253,17 @@ def show_slice(
     views = [VIEW_OVERLAY, VIEW_AGREEMENT, VIEW_SIDE] if truth is not None else [
         VIEW_OVERLAY, VIEW_SIDE]
     view = st.radio("View", views, horizontal=True, key="view")
-    download = {
-        "label": "Download the predicted mask (PNG)",
-        "data": exports.mask_png(pred),
-        "file_name": f"{uploads.stem(name)}_predicted_mask.png",
-        "mime": "image/png",
-        "key": f"png-{key}",
-        "help": "0 = background, 255 = tumour, same size as the slice.",
-    }
+
+    def download() -> None:
+        st.download_button(
+            "Download the predicted mask (PNG)",
+            data=exports.mask_png(pred),
+            file_name=f"{uploads.stem(name)}_predicted_mask.png",
+            mime="image/png",
+            key=f"png-{key}",
+            help="0 = background, 255 = tumour, same size as the slice.",
+        )
+
     if view == VIEW_SIDE:
         legend([(overlay.PREDICTION, "prediction")]
                + ([(overlay.GROUND_TRUTH, "ground truth")] if truth is not None else []))
@@ -270,7 +279,7 @@ def show_slice(
         else:
             cols[2].info("No ground-truth mask uploaded for this slice.")
         show_metrics(row, wide=True)
-        st.download_button(**download)
+        download()
         return
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -292,7 +301,7 @@ def show_slice(
                      width="stretch")
     with right:
         show_metrics(row)
-        st.download_button(**download)
+        download()
 
 
 def show_errors(problems: Sequence[uploads.UploadProblem]) -> None:
@@ -351,45 +360,53 @@ def show_stack(
     title: str,
     names: Sequence[str],
     images: Sequence[np.ndarray],
-    predictions: Sequence[backend.Segmentation],
     truths: Sequence[np.ndarray] | None,
     start: int,
     display: Display,
     *,
     key: str,
     start_reason: str,
+    segment_one: Callable[[int], backend.Segmentation],
+    segment_all: Callable[[], list[backend.Segmentation]],
     affine: np.ndarray | None = None,
     header: nib.Nifti1Header | None = None,
 ) -> None:
-    """A volume or a patient: summary, per-slice area chart, slider, the chosen slice."""
-    pred_stack = np.stack([p.mask for p in predictions])
-    truth_stack = np.stack(truths) if truths is not None else None
-    rows = [slice_scores(n, p, t) for n, p, t in zip(
-        names, predictions, truths if truths is not None else [None] * len(names), strict=True)]
-    summary = backend.volume_scores(pred_stack, truth_stack)
-    cols = st.columns(4)
-    if summary.dice is not None:
-        cols[0].metric("Volumetric Dice", f"{summary.dice:.3f}",
-                       help="Dice over all slices together (every tumour pixel counts once).")
-    cols[1].metric("Predicted tumour", f"{summary.predicted_pixels:,} px",
-                   help="Pixels predicted as tumour, summed over all slices.")
-    if summary.truth_pixels is not None:
-        cols[2].metric("Ground-truth tumour", f"{summary.truth_pixels:,} px")
-    cols[3].metric("Slices", f"{len(names)}")
-    chart = st.container()
+    """A volume or a patient: summary, per-slice area chart, slider, the chosen slice.
+
+    The chosen slice is segmented and drawn first; the other slices (for the summary and the
+    chart, drawn above it) follow with a progress bar, so the page is useful at once.
+    """
+    summary_box, chart_box = st.container(), st.container()
     number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
                        help=f"Starts at the slice with the {start_reason}.")
     index = number - 1
-    with chart:
-        area_chart(rows, index)
+    truth = truths[index] if truths is not None else None
+    current = segment_one(index)
     st.subheader(f"{title}: slice {number} of {len(names)}")
-    show_slice(names[index], images[index], predictions[index],
-               truths[index] if truths is not None else None, display, rows[index],
-               key=f"{key}-{index}")
+    show_slice(names[index], images[index], current, truth, display,
+               slice_scores(names[index], current, truth), key=f"{key}-{index}")
+    with summary_box:
+        predictions = segment_all()
+        rows = [slice_scores(n, p, t) for n, p, t in zip(
+            names, predictions, truths if truths is not None else [None] * len(names),
+            strict=True)]
+        masks = np.stack([p.mask for p in predictions], axis=2)
+        summary = backend.volume_scores(masks, np.stack(truths, axis=2) if truths else None)
+        cols = st.columns(4)
+        if summary.dice is not None:
+            cols[0].metric("Volumetric Dice", f"{summary.dice:.3f}",
+                           help="Dice over all slices together (every tumour pixel counts once).")
+        cols[1].metric("Predicted tumour", f"{summary.predicted_pixels:,} px",
+                       help="Pixels predicted as tumour, summed over all slices.")
+        if summary.truth_pixels is not None:
+            cols[2].metric("Ground-truth tumour", f"{summary.truth_pixels:,} px")
+        cols[3].metric("Slices", f"{len(names)}")
+    with chart_box:
+        area_chart(rows, index)
     a, b = st.columns(2)
     a.download_button(
         "Download the predicted mask volume (NIfTI)",
-        data=exports.mask_nifti(np.stack([p.mask for p in predictions], axis=2), affine, header),
+        data=exports.mask_nifti(masks, affine, header),
         file_name=f"{uploads.stem(title)}_predicted_mask.nii.gz",
         mime="application/gzip",
         key=f"nifti-{key}",
@@ -463,8 +480,9 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
     else:
         areas = np.array([int(p.mask.sum()) for p in predictions])
         reason = "largest predicted tumour"
-    show_stack(name, [f"slice {k + 1}" for k in range(volume.depth)], slices, predictions,
-               truths, int(np.argmax(areas)), display, key="volume", start_reason=reason,
+    show_stack(name, [f"slice {k + 1}" for k in range(volume.depth)], slices, truths,
+               int(np.argmax(areas)), display, key="volume", start_reason=reason,
+               segment_one=lambda k: predictions[k], segment_all=lambda: predictions,
                affine=volume.affine, header=volume.header)
 
 
@@ -501,15 +519,17 @@ def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) 
     except (kaggle3m.DatasetError, OSError) as exc:
         st.error(f"Cannot read this patient's files: {exc}")
         return
+    items = list(zip(files, images, strict=True))
+    names = [s.image_path.name for s in patient.slices]
     try:
-        predictions = predict(segmenter, list(zip(files, images, strict=True)),
-                              f"{len(images)} slices of {patient_id}")
+        show_stack(
+            patient_id, names, images, truths, int(np.argmax(areas)), display,
+            key=f"patient-{patient_id}", start_reason="largest ground-truth tumour",
+            segment_one=lambda k: predict(segmenter, [items[k]], names[k])[0],
+            segment_all=lambda: predict(segmenter, items, f"the other slices of {patient_id}"),
+        )
     except backend.BackendError as exc:
         st.error(str(exc))
-        return
-    names = [s.image_path.name for s in patient.slices]
-    show_stack(patient_id, names, images, predictions, truths, int(np.argmax(areas)), display,
-               key=f"patient-{patient_id}", start_reason="largest ground-truth tumour")
 
 
 def main() -> None:
