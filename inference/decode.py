@@ -259,8 +259,6 @@ def _decode_pillow(data: bytes, fmt: Format, limits: DecodeLimits) -> np.ndarray
         SyntaxError,
         ValueError,
         EOFError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
     ) as exc:
         raise DecodeError(f"the {fmt.upper()} data is truncated or corrupt") from exc
     return _check_values(_drop_alpha(arr))

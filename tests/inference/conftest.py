@@ -18,6 +18,4 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def spread_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ``tiny_checkpoint`` but with logits spread (x2e4), so masks are partly empty."""
-    return make_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "spread.safetensors", logit_scale=2e4
-    )
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "spread.safetensors", logit_scale=2e4)

@@ -90,8 +90,18 @@ def jpeg_bytes(array: np.ndarray) -> bytes:
 
 
 def tiff_bytes(array: np.ndarray, **kwargs: Any) -> bytes:
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        kwargs.setdefault("photometric", "rgb")
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, array, **kwargs)
+    return buffer.getvalue()
+
+
+def multipage_tiff(pages: int, size: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as tif:
+        for page in range(pages):
+            tif.write(np.full((size, size), page, np.uint8))
     return buffer.getvalue()
 
 

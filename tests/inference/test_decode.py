@@ -25,6 +25,7 @@ from inference.decode import (
 from tests.inference.samples import (
     brain_like,
     jpeg_bytes,
+    multipage_tiff,
     nifti_bytes,
     png_bytes,
     set_jpeg_size,
@@ -222,7 +223,7 @@ def test_pixel_cap_is_configurable() -> None:
 
 def test_multipage_tiff_and_animated_png_are_refused() -> None:
     with pytest.raises(DecodeError, match="2 pages"):
-        decode_slice(tiff_bytes(np.zeros((2, 16, 16), np.uint8), metadata=None))
+        decode_slice(multipage_tiff(2))
     frames = [Image.fromarray(brain_like(16, 16, s)) for s in range(3)]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:])
@@ -349,9 +350,7 @@ def test_nifti_mask_round_trip_with_nibabel() -> None:
 
 
 def test_zip_of_slices_in_natural_order_skipping_masks() -> None:
-    files = {
-        f"TCGA_X_1_{i}.tif": tiff_bytes(np.full((16, 16, 3), i, np.uint8)) for i in (1, 2, 10)
-    }
+    files = {f"TCGA_X_1_{i}.tif": tiff_bytes(np.full((16, 16, 3), i, np.uint8)) for i in (1, 2, 10)}
     files["TCGA_X_1_2_mask.tif"] = tiff_bytes(np.zeros((16, 16), np.uint8))
     files["__MACOSX/._TCGA_X_1_1.tif"] = b"junk"
     files[".DS_Store"] = b"junk"

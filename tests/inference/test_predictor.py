@@ -1,4 +1,4 @@
-"""The Predictor on a tiny random-weights checkpoint: shapes, batching, volumes, TTA, determinism."""
+"""The Predictor on a tiny random-weights checkpoint: shapes, batching, volumes, TTA, repeats."""
 
 from __future__ import annotations
 
@@ -96,7 +96,9 @@ def test_prepare_matches_the_shared_preprocessing(predictor: Predictor) -> None:
     image = brain_like(100, 90)
     prepared = predictor.prepare([image])
     assert prepared.shape == (1, 3, 64, 64) and prepared.dtype == torch.float32
-    assert torch.equal(prepared[0], torch.from_numpy(preprocess_image(image, predictor.preprocessing)))
+    assert torch.equal(
+        prepared[0], torch.from_numpy(preprocess_image(image, predictor.preprocessing))
+    )
 
 
 def test_card_and_model_version(predictor: Predictor, tiny_checkpoint: Path) -> None:
