@@ -8,7 +8,10 @@ Each row runs the same step as ``training.engine.train_one_epoch``: a DataLoader
 under the row's precision, DiceCE loss, backward, optimizer step (ZNorm-Adam by default).
 ``--warmup`` steps are run first (oneDNN builds its kernels there), then ``--steps`` are timed.
 Columns: data = time waiting for the next batch, compute = forward + backward, opt = optimizer
-step, all in ms per step. Variants: fp32, bf16 (autocast), +cl (channels-last model and input).
+step, all in ms per step (medians). "img per CPU-s" divides the images by this process's CPU
+time (all threads; main process only, so use it with --num-workers 0): on a shared, overloaded
+machine it shows what the step costs, while img/s shows what the wall clock gave.
+Variants: fp32, bf16 (autocast), +cl (channels-last model and input).
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ def run_row(
                         num_workers=workers, worker_init_fn=seed_augmentation_worker,
                         pin_memory=runtime.device.type == "cuda", drop_last=True)
     data_ms, compute_ms, opt_ms, step_ms = [], [], [], []
+    cpu_s = 0.0
     iterator = iter(loader)
     for step in range(args.warmup + args.steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         batch = next(iterator)
         inputs = runtime.to_input(batch["image"])
@@ -80,6 +85,7 @@ def run_row(
         _sync(runtime.device)
         t3 = time.perf_counter()
         if step >= args.warmup:
+            cpu_s += time.process_time() - c0
             data_ms.append((t1 - t0) * 1e3)
             compute_ms.append((t2 - t1) * 1e3)
             opt_ms.append((t3 - t2) * 1e3)
@@ -88,6 +94,7 @@ def run_row(
     total_s = sum(step_ms) / 1e3
     return {
         "img_s": args.steps * args.batch_size / total_s,
+        "img_cpu_s": args.steps * args.batch_size / cpu_s,
         "ms_step": statistics.median(step_ms),
         "data": statistics.median(data_ms),
         "compute": statistics.median(compute_ms),
@@ -134,16 +141,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} torch threads; {args.warmup} warm-up + {args.steps} "
           "timed steps")
     header = ("| device | precision | batch | workers | img/s | ms/step | data ms | "
-              "fwd+bwd ms | opt ms |")
+              "fwd+bwd ms | opt ms | img per CPU-s |")
     print(header)
-    print("|---" * 9 + "|")
+    print("|---" * 10 + "|")
     for workers in (int(w) for w in args.num_workers.split(",")):
         for variant in args.variants.split(","):
             runtime = parse_variant(variant.strip(), device)
             row = run_row(dataset, runtime, args, workers)
             print(f"| {device.type} | {variant} | {args.batch_size} | {workers} | "
                   f"{row['img_s']:.2f} | {row['ms_step']:.0f} | {row['data']:.0f} | "
-                  f"{row['compute']:.0f} | {row['opt']:.0f} |", flush=True)
+                  f"{row['compute']:.0f} | {row['opt']:.0f} | {row['img_cpu_s']:.2f} |", flush=True)
     return 0
 
 

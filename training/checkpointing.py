@@ -84,6 +84,24 @@ def save_weights(run_dir: Path, name: str, model: torch.nn.Module, card: dict[st
     return path
 
 
+def save_epoch(
+    run_dir: Path,
+    model: torch.nn.Module,
+    card: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: Progress,
+    rng: dict[str, Any],
+    *,
+    best: bool,
+) -> None:
+    """Everything an epoch leaves behind, in crash-safe order: best, last, then resume.pt."""
+    if best:
+        save_weights(run_dir, "best", model, card)
+    save_weights(run_dir, "last", model, card)
+    save_resume(run_dir / "resume.pt", model, optimizer, scheduler, progress, rng)
+
+
 def save_resume(
     path: Path,
     model: torch.nn.Module,

@@ -232,11 +232,8 @@ def train(
             assert logbook is not None
             logbook.log_epoch(row)
             card = ckpt.build_card(cfg, split, runtime, progress, _card_metrics(row), extra)
-            if improved:
-                ckpt.save_weights(run_dir, "best", model, card)
-            ckpt.save_weights(run_dir, "last", model, card)
-            ckpt.save_resume(run_dir / "resume.pt", model, optimizer, scheduler, progress,
-                             rng_state())
+            ckpt.save_epoch(run_dir, model, card, optimizer, scheduler, progress, rng_state(),
+                            best=improved)
         barrier(runtime)
         logger.info(
             "epoch %d/%d: train loss %.4f, %.1f img/s, val mean patient Dice %s (best %.4f @ %d)",

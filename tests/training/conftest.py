@@ -14,12 +14,12 @@ PATIENTS = [
     ("DU", "0004"), ("DU", "0005"), ("DU", "0006"),
     ("FG", "0007"), ("FG", "0008"),
 ]
-SLICES = 6
+SLICES = 5
 SIDE = 64
 
 
 def write_synthetic_kaggle3m(root: Path, seed: int = 0) -> Path:
-    """Write 8 patients x 6 slices of 64x64 'brains' with a bright FLAIR blob as tumour."""
+    """Write 8 patients x 5 slices of 64x64 'brains' with a bright FLAIR blob as tumour."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:SIDE, :SIDE]
     brain = (yy - SIDE / 2) ** 2 + (xx - SIDE / 2) ** 2 < (SIDE * 0.4) ** 2

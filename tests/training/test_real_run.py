@@ -23,12 +23,12 @@ def test_short_real_run_trains_checkpoints_and_evaluates(lgg_dir: Path, tmp_path
     code = train_main([
         "--config", str(REPO / "configs" / "smoke.yaml"),
         "--data-dir", str(lgg_dir), "--out", str(run),
-        "--limit-patients", "5", "--image-size", "64", "--backbone", "resnet18",
+        "--limit-patients", "4", "--image-size", "64", "--backbone", "resnet18",
         "--epochs", "2", "--num-workers", "0", "--device", "cpu",
     ])
     assert code == 0
     split = Split.from_json(run / "split.json")
-    assert len(split.train) + len(split.val) + len(split.test) == 5
+    assert len(split.train) + len(split.val) + len(split.test) == 4
     assert not set(split.train) & (set(split.val) | set(split.test))  # patient-level split
 
     rows = read_metrics(run / "metrics.csv")

@@ -97,21 +97,14 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
     synthetic_lgg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    real_build_loss = train_module.build_loss
-    calls = {"n": 0}
+    real_train_one_epoch = train_module.train_one_epoch
 
-    def poisoned_loss() -> object:
-        loss = real_build_loss()
+    def poisoned_in_epoch_2(*args: object, epoch: int, **kwargs: object) -> object:
+        if epoch == 2:  # every loss of epoch 2 is NaN
+            args = (*args[:4], lambda logits, targets: logits.sum() * float("nan"), *args[5:])
+        return real_train_one_epoch(*args, epoch=epoch, **kwargs)
 
-        def fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            calls["n"] += 1
-            value = loss(logits, targets)
-            # epoch 1 has 9 training batches and 1 validation batch; poison epoch 2
-            return value * float("nan") if calls["n"] > 12 else value
-
-        return fn
-
-    monkeypatch.setattr(train_module, "build_loss", poisoned_loss)
+    monkeypatch.setattr(train_module, "train_one_epoch", poisoned_in_epoch_2)
     out = tmp_path / "run"
     with caplog.at_level(logging.ERROR, logger="training.train"):
         code = main(tiny_args(synthetic_lgg, out))
