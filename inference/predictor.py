@@ -7,10 +7,11 @@ slice reaches the network exactly as a training slice did (see ``Predictor.prepa
 Speed on CPU: the model runs in ``torch.inference_mode()``, in channels-last layout, and under
 bfloat16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX); elsewhere in fp32.
 
-bf16 accuracy (``tests/inference/test_precision.py``): bf16 and fp32 probabilities are compared
-on real kaggle_3m slices. With a random-weights ResNet-50 whose logits are scaled to a realistic
-spread, max |p_bf16 - p_fp32| stays below 0.02 and the two masks agree with Dice >= 0.98;
-the same test runs on ``models.BUNDLED_CHECKPOINT`` whenever it is present.
+bf16 accuracy (``tests/inference/test_precision.py``, 27 real kaggle_3m slices from 9 patients):
+against fp32, a partly trained resnet18 model gives max |p_bf16 - p_fp32| = 0.013, mean 0.0003,
+and masks that agree with Dice 0.996 over all slices. Random-weights models with artificially
+steep logits give larger worst-case differences (0.24-0.39) but still mask Dice >= 0.99.
+The test asserts Dice >= 0.98 always, and max |dp| <= 0.05 for a trained model.
 """
 
 from __future__ import annotations

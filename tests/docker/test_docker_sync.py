@@ -1,0 +1,135 @@
+"""The Dockerfiles and compose file stay in step with how the project installs and runs.
+
+No Docker engine is needed: the files are parsed and checked against pyproject.toml, the
+Makefile and the source tree.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILES = ["api.Dockerfile", "viewer.Dockerfile"]
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = (REPO / "docker" / name).read_text()
+    text = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def makefile_install() -> str:
+    lines = [line for line in (REPO / "Makefile").read_text().splitlines() if "pip install" in line]
+    installs = [line for line in lines if "constraints" in line]
+    assert len(installs) == 1, f"expected one constrained pip install in the Makefile: {lines}"
+    return installs[0]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_python_version_matches_the_project(name: str, pyproject: dict) -> None:
+    args = dict(
+        rest.split("=", 1) for kw, rest in instructions(name) if kw == "ARG" and "=" in rest
+    )
+    base = args["BASE_IMAGE"]
+    match = re.fullmatch(r"python:(\d+\.\d+)-slim", base)
+    assert match, f"{name}: default base image {base} is not python:X.Y-slim"
+    version = match.group(1)
+    assert pyproject["project"]["requires-python"] == f">={version}"
+    assert pyproject["tool"]["mypy"]["python_version"] == version
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
+    froms = [rest for kw, rest in instructions(name) if kw == "FROM"]
+    assert froms == ["${BASE_IMAGE}"], f"{name}: the base must stay overridable (CUDA builds)"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_install_is_the_makefiles_with_the_same_constraints(name: str, pyproject: dict) -> None:
+    runs = [rest for kw, rest in instructions(name) if kw == "RUN" and "pip install" in rest]
+    assert len(runs) == 1, f"{name}: expected one pip install"
+    docker_words = shlex.split(runs[0].split("&&")[0])
+    make_words = shlex.split(makefile_install().split("$(BIN)/python -m")[-1])
+    constraints = make_words[make_words.index("-c") + 1]
+    assert docker_words[docker_words.index("-c") + 1] == constraints == "constraints.txt"
+    target = docker_words[-1]
+    make_target = make_words[-1]  # '.[test]' editable in the venv; the image takes no extras
+    extras = re.findall(r"\[(.*)\]", target)
+    declared = set(pyproject["project"]["optional-dependencies"])
+    assert re.sub(r"\[.*\]", "", target) == re.sub(r"\[.*\]", "", make_target) == "."
+    assert all(e in declared for group in extras for e in group.split(","))
+    assert "test" not in "".join(extras), f"{name}: test extras do not belong in an image"
+    assert "-e" not in docker_words, f"{name}: images install the package, not a link to it"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_copied_paths_exist_and_cover_every_package(name: str, pyproject: dict) -> None:
+    copies = [shlex.split(rest) for kw, rest in instructions(name) if kw == "COPY"]
+    sources = [src for words in copies for src in words[:-1] if not src.startswith("--")]
+    for src in sources:
+        assert (REPO / src).exists(), f"{name}: COPY {src} does not exist"
+    readme = pyproject["project"]["readme"]
+    assert {"pyproject.toml", "constraints.txt", readme} <= set(sources)
+    packages = [
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    for package in packages:
+        assert package in sources, f"{name}: package {package}/ is not copied before install"
+    ignore = (REPO / "docker" / f"{name}.dockerignore").read_text()
+    for src in sources:
+        pattern = f"!{src}/**" if (REPO / src).is_dir() else f"!{src}"
+        assert pattern in ignore, f"{name}.dockerignore excludes {src}"
+
+
+def test_commands_point_at_real_entry_points() -> None:
+    api_cmd = [rest for kw, rest in instructions("api.Dockerfile") if kw == "CMD"][-1]
+    assert '"-m", "inference.serve"' in api_cmd and (REPO / "inference" / "serve.py").is_file()
+    assert '"--port", "8000"' in api_cmd and '"0.0.0.0"' in api_cmd
+    viewer_cmd = [rest for kw, rest in instructions("viewer.Dockerfile") if kw == "CMD"][-1]
+    assert '"streamlit", "run", "app/viewer.py"' in viewer_cmd
+    assert (REPO / "app" / "viewer.py").is_file()
+    assert '"--server.port", "8501"' in viewer_cmd
+    for name in DOCKERFILES:
+        assert any(kw == "HEALTHCHECK" for kw, _ in instructions(name)), name
+        assert any(kw == "USER" for kw, _ in instructions(name)), f"{name} runs as root"
+
+
+def test_compose_starts_api_and_viewer_with_healthchecks() -> None:
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    api, viewer = services["api"], services["viewer"]
+    for service, dockerfile in ((api, "api.Dockerfile"), (viewer, "viewer.Dockerfile")):
+        build = service["build"]
+        assert (REPO / "docker" / build["context"]).resolve() == REPO
+        assert (REPO / build["dockerfile"]).resolve() == REPO / "docker" / dockerfile
+        assert "test" in service["healthcheck"]
+    assert "8000:8000" in api["ports"] and "8501:8501" in viewer["ports"]
+    assert viewer["environment"]["LGGSEG_API_URL"] == "http://api:8000"
+    assert viewer["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    from inference.api.settings import ServeSettings
+
+    for key in api.get("environment", {}):
+        field = key.removeprefix("LGGSEG_SERVE_").lower()
+        assert field in ServeSettings.model_fields, f"api environment {key}: no such setting"
+
+
+def test_scaling_section_exists() -> None:
+    readme = (REPO / "docker" / "README.md").read_text()
+    assert "## Scaling out" in readme
+    assert "--scale api=3" in readme and "replicas" in readme
