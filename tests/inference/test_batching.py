@@ -1,0 +1,129 @@
+"""MicroBatcher on its own: ordering, admission, timeouts, failures, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from inference.api.batching import BatchTimeout, MicroBatcher, Overloaded
+
+
+class Recorder:
+    """A fake model: doubles numbers, records batches, may sleep or fail."""
+
+    def __init__(self, delay_s: float = 0.0, fail_on: int | None = None) -> None:
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        if self.fail_on in items:
+            raise RuntimeError("model exploded")
+        return [2 * i for i in items]
+
+
+def test_results_in_order_and_batched_on_one_thread() -> None:
+    model = Recorder(delay_s=0.05)
+
+    async def run() -> list[list[int]]:
+        batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.01, queue_limit=100)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit([i], timeout=5) for i in range(10)))
+        answers.append(await batcher.submit([20, 21, 22], timeout=5))
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(run())
+    assert answers[:10] == [[2 * i] for i in range(10)]
+    assert answers[10] == [40, 42, 44]
+    assert max(len(b) for b in model.batches) == 4
+    assert sorted(i for b in model.batches for i in b) == [*range(10), 20, 21, 22]
+    assert len(model.threads) == 1 and next(iter(model.threads)).startswith("lggseg-model")
+
+
+def test_admission_is_bounded_and_immediate() -> None:
+    model = Recorder(delay_s=0.3)
+
+    async def run() -> tuple[list[object], bool]:
+        batcher = MicroBatcher(model, max_batch=1, max_wait_s=0, queue_limit=2)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([1], timeout=5))
+        second = asyncio.ensure_future(batcher.submit([2], timeout=5))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await batcher.submit([3], timeout=5)
+        refused_while_busy = not first.done()  # at once, not after the running batch
+        results = list(await asyncio.gather(first, second))
+        results.append(await batcher.submit([4], bypass_limit=False, timeout=5))  # room again
+        await batcher.stop()
+        return results, refused_while_busy
+
+    results, refused_while_busy = asyncio.run(run())
+    assert results == [[2], [4], [8]]
+    assert refused_while_busy
+
+
+def test_timeout_cancels_the_waiting_item() -> None:
+    model = Recorder(delay_s=0.3)
+
+    async def run() -> int:
+        batcher = MicroBatcher(model, max_batch=1, max_wait_s=0, queue_limit=10)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit([1], timeout=5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(BatchTimeout):
+            await batcher.submit([2], timeout=0.1)  # still queued behind the busy batch
+        await busy
+        await asyncio.sleep(0.05)
+        pending = batcher.pending
+        await batcher.stop()
+        return pending
+
+    assert asyncio.run(run()) == 0
+    assert [2] not in model.batches  # the abandoned item never reached the model
+
+
+def test_model_failure_reaches_the_callers_and_the_loop_survives() -> None:
+    model = Recorder(fail_on=13)
+
+    async def run() -> list[int]:
+        batcher = MicroBatcher(model, max_batch=8, max_wait_s=0, queue_limit=10)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.submit([13], timeout=5)
+        after = await batcher.submit([5], timeout=5)
+        await batcher.stop()
+        return after
+
+    assert asyncio.run(run()) == [10]
+
+
+def test_stop_drains_admitted_work_and_refuses_new() -> None:
+    model = Recorder(delay_s=0.2)
+
+    async def run() -> list[int]:
+        batcher = MicroBatcher(model, max_batch=1, max_wait_s=0, queue_limit=10)
+        batcher.start()
+        admitted = asyncio.ensure_future(batcher.submit([7], timeout=5))
+        await asyncio.sleep(0.01)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded, match="shutting down"):
+            await batcher.submit([8], timeout=5)
+        result = await admitted
+        await stopping
+        return result
+
+    assert asyncio.run(run()) == [14]
+
+
+def test_invalid_limits() -> None:
+    with pytest.raises(ValueError):
+        MicroBatcher(Recorder(), max_batch=0)
