@@ -1,0 +1,330 @@
+"""Load test of the inference API on loopback: open-loop constant rate, and single-slice latency.
+
+    python benchmarks/api_load.py --data-dir ../shared/data/lgg/kaggle_3m \\
+        --random-model resnet50 --latency 50 --rate 20 --rate 40 --duration 60
+
+Open loop: request ``i`` is sent at ``start + i / rate`` whatever happened to the earlier ones
+(closed-loop tools such as wrk wait for answers and hide the queueing a real client sees), and
+its latency is counted from that scheduled time. Each run is bounded by ``--duration`` and
+``--max-requests``; every request ends with an answer, a timeout or a connection error, and
+``lost`` counts the ones that got no HTTP answer at all.
+
+The server is either one already running (``--url``) or started here on a free port from
+``--checkpoint`` or from a random-weights model of the real architecture (``--random-model``:
+same compute as the trained model, meaningless masks). Slices are real kaggle_3m ``.tif`` files,
+sent as their bytes, like the viewer does. Prints one markdown table per mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    status: int | None  # None: no HTTP answer (timeout, connection error)
+    latency_s: float
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    offered_rate: float
+    duration_s: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    batch_mean: float | None = None
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def load_slices(data_dir: Path, count: int) -> list[bytes]:
+    """``count`` real slice files (tumour and tumour-free), spread over the patients."""
+    files = sorted(p for p in data_dir.glob("TCGA_*/*.tif") if not p.name.endswith("_mask.tif"))
+    if not files:
+        raise SystemExit(f"no kaggle_3m slices under {data_dir}")
+    step = max(1, len(files) // count)
+    return [p.read_bytes() for p in files[::step][:count]]
+
+
+async def one_request(
+    client: httpx.AsyncClient, data: bytes, scheduled: float, timeout_s: float
+) -> Outcome:
+    try:
+        response = await client.post(
+            "/v1/segment", files={"file": ("slice.tif", data)}, timeout=timeout_s
+        )
+        await response.aread()
+        return Outcome(response.status_code, time.perf_counter() - scheduled)
+    except httpx.HTTPError as exc:
+        return Outcome(None, time.perf_counter() - scheduled, type(exc).__name__)
+
+
+async def batch_stats(client: httpx.AsyncClient) -> tuple[float, float]:
+    text = (await client.get("/metrics")).text
+
+    def value(name: str) -> float:
+        match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    return value("lggseg_batch_size_sum"), value("lggseg_batch_size_count")
+
+
+def client_for(url: str, api_key: str | None) -> httpx.AsyncClient:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    return httpx.AsyncClient(base_url=url, limits=limits, headers=headers)
+
+
+async def open_loop(
+    url: str, slices: list[bytes], rate: float, duration_s: float, max_requests: int,
+    timeout_s: float, api_key: str | None,
+) -> RunResult:  # fmt: skip
+    total = min(max_requests, int(rate * duration_s))
+    result = RunResult(offered_rate=rate, duration_s=total / rate)
+    async with client_for(url, api_key) as client:
+        before = await batch_stats(client)
+        start = time.perf_counter() + 0.2
+        tasks = []
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = one_request(client, slices[i % len(slices)], scheduled, timeout_s)
+            tasks.append(asyncio.create_task(task))
+        result.outcomes = list(await asyncio.gather(*tasks))
+        after = await batch_stats(client)
+    batches = after[1] - before[1]
+    result.batch_mean = (after[0] - before[0]) / batches if batches else None
+    return result
+
+
+async def sequential(
+    url: str, slices: list[bytes], count: int, timeout_s: float, api_key: str | None
+) -> list[Outcome]:
+    async with client_for(url, api_key) as client:
+        for data in slices[:3]:  # warm-up, not counted
+            await one_request(client, data, time.perf_counter(), timeout_s)
+        outcomes = []
+        for i in range(count):
+            outcomes.append(
+                await one_request(client, slices[i % len(slices)], time.perf_counter(), timeout_s)
+            )
+        return outcomes
+
+
+def ms(seconds: float) -> str:
+    return "-" if seconds != seconds else f"{seconds * 1000:.0f}"  # NaN -> "-"
+
+
+def load_table(results: list[RunResult]) -> str:
+    lines = [
+        "| offered (req/s) | sent | achieved OK (req/s) | p50 ms | p95 ms | p99 ms "
+        "| 503 p50 ms | non-200 answers | lost | mean batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ok = [o.latency_s for o in r.outcomes if o.status == 200]
+        refused = [o.latency_s for o in r.outcomes if o.status == 503]
+        other = Counter(str(o.status) for o in r.outcomes if o.status not in (200, None))
+        lost = Counter(o.error for o in r.outcomes if o.status is None)
+        other_text = ", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "0"
+        lost_text = str(sum(lost.values())) + (f" ({dict(lost)})" if lost else "")
+        batch = "-" if r.batch_mean is None else f"{r.batch_mean:.1f}"
+        lines.append(
+            f"| {r.offered_rate:g} | {len(r.outcomes)} | {len(ok) / r.duration_s:.1f} "
+            f"| {ms(percentile(ok, 50))} | {ms(percentile(ok, 95))} | {ms(percentile(ok, 99))} "
+            f"| {ms(percentile(refused, 50))} | {other_text} | {lost_text} | {batch} |"
+        )
+    return "\n".join(lines)
+
+
+def latency_table(outcomes: list[Outcome]) -> str:
+    ok = [o.latency_s for o in outcomes if o.status == 200]
+    failed = len(outcomes) - len(ok)
+    return "\n".join(
+        [
+            "| sequential requests | p50 ms | p90 ms | mean ms | min ms | failed |",
+            "|---|---|---|---|---|---|",
+            f"| {len(outcomes)} | {ms(percentile(ok, 50))} | {ms(percentile(ok, 90))} "
+            f"| {ms(statistics.fmean(ok) if ok else float('nan'))} "
+            f"| {ms(min(ok) if ok else float('nan'))} | {failed} |",
+        ]
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def random_checkpoint(backbone: str, image_size: int, folder: Path) -> Path:
+    """Random weights (seed 0) of the real architecture: the same compute, meaningless masks."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from data.preprocessing import PreprocessingConfig
+    from models.checkpoint import save_checkpoint
+    from models.network import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=backbone)  # type: ignore[arg-type]
+    card = {
+        "name": f"random-{backbone}-benchmark",
+        "version": "0",
+        "model": cfg.model_dump(mode="json"),
+        "preprocessing": PreprocessingConfig(image_size=image_size).to_card(),
+    }
+    path = folder / f"random-{backbone}.safetensors"
+    save_checkpoint(path, build_model(cfg), card)
+    return path
+
+
+def start_server(checkpoint: Path, env_overrides: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, **env_overrides}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference.serve", "--port", str(port),
+         "--checkpoint", str(checkpoint), "--no-access-log", "--log-level", "warning"],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server exited during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit("the server was not ready within 180 s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/api_load.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO.parent / "shared/data/lgg/kaggle_3m",
+        help="kaggle_3m folder with the slices to send",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--url", help="a running API, e.g. http://127.0.0.1:8000")
+    target.add_argument("--checkpoint", type=Path, help="start a server with this checkpoint")
+    target.add_argument(
+        "--random-model",
+        choices=["resnet18", "resnet34", "resnet50"],
+        help="start a server with random weights of this backbone",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=256,
+        help="input size of the --random-model (default 256, the real one)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        action="append",
+        default=[],
+        help="offered requests/s of an open-loop run (repeat for several runs)",
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per run (60)")
+    parser.add_argument("--max-requests", type=int, default=10_000, help="cap per run (10000)")
+    parser.add_argument(
+        "--latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first measure N sequential single-slice requests (0: skip)",
+    )
+    parser.add_argument("--slices", type=int, default=64, help="distinct slices to cycle (64)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="client timeout, s (30)")
+    parser.add_argument(
+        "--pause", type=float, default=5.0, help="seconds between runs, so queues drain (5)"
+    )
+    parser.add_argument("--api-key", help="X-API-Key, if the server needs one")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for a server started here, e.g. LGGSEG_SERVE_QUEUE_LIMIT=16",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.rate and not args.latency:
+        args.latency, args.rate = 50, [20.0]
+    slices = load_slices(args.data_dir, args.slices)
+    process = None
+    with tempfile.TemporaryDirectory(prefix="lggseg-bench-") as tmp:
+        url = args.url
+        if url is None:
+            checkpoint = args.checkpoint or random_checkpoint(
+                args.random_model or "resnet50", args.image_size, Path(tmp)
+            )
+            overrides = dict(item.split("=", 1) for item in args.server_env)
+            process, url = start_server(checkpoint, overrides)
+        try:
+            print(f"target {url}; {len(slices)} real slices; {os.cpu_count()} CPUs\n")
+            if args.latency:
+                outcomes = asyncio.run(
+                    sequential(url, slices, args.latency, args.timeout, args.api_key)
+                )
+                print("Single-slice latency (end to end, one request at a time)\n")
+                print(latency_table(outcomes) + "\n")
+            results = []
+            for rate in args.rate:
+                results.append(
+                    asyncio.run(
+                        open_loop(url, slices, rate, args.duration, args.max_requests,
+                                  args.timeout, args.api_key)
+                    )
+                )  # fmt: skip
+                time.sleep(args.pause)
+            if results:
+                print(f"Open-loop constant rate, {args.duration:g} s per run\n")
+                print(load_table(results))
+        finally:
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
