@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA_DIR ?= ../shared/data/lgg/kaggle_3m
+# make demo DATA_DIR=/path/to/kaggle_3m lets the viewer browse a dataset folder.
+DATA_DIR ?= $(LGGSEG_DATA_DIR)
 
 .PHONY: help venv test test-fast lint demo bench browser clean
 
@@ -38,6 +39,9 @@ lint: venv  ## ruff + mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check . || true
 	$(BIN)/mypy
+
+demo: venv  ## set up .venv, start the API (:8000) and the viewer (:8501) on the bundled model; Ctrl-C stops both
+	$(BIN)/python -m app.demo $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench: venv  ## print the optimizer-step benchmark table
 	$(BIN)/python benchmarks/optimizer_step.py

@@ -1,0 +1,135 @@
+"""``python -m app.demo`` (what ``make demo`` runs): the API and the viewer together.
+
+Starts ``python -m inference.serve`` and ``streamlit run app/viewer.py`` (pointed at that API),
+waits until both answer, prints the two URLs, and on Ctrl-C (or SIGTERM) stops both cleanly.
+If either dies, the other is stopped too and the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from models import BUNDLED_CHECKPOINT
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.demo",
+        description="Start the inference API and the Streamlit viewer on one machine "
+        "(Ctrl-C stops both).",
+    )
+    parser.add_argument("--checkpoint", type=Path, default=BUNDLED_CHECKPOINT,
+                        help="model weights (.safetensors with its .json card); "
+                             "default: the bundled model")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address both servers bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--api-port", type=int, default=8000, help="API port (default 8000)")
+    parser.add_argument("--viewer-port", type=int, default=8501,
+                        help="viewer port (default 8501)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="a kaggle_3m folder the viewer can browse by patient "
+                             "(default: $LGGSEG_DATA_DIR, else upload only)")
+    parser.add_argument("--startup-timeout", type=float, default=180.0,
+                        help="seconds to wait for both servers (default 180)")
+    return parser
+
+
+def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.checkpoint.is_file():
+        print(
+            f"error: no model at {args.checkpoint}. Train one with `python -m training.train "
+            "--config configs/default.yaml --data-dir DIR --out runs/NAME` and pass "
+            "--checkpoint runs/NAME/best.safetensors.",
+            file=sys.stderr,
+        )
+        return 2
+    api_url = f"http://{args.host}:{args.api_port}"
+    viewer_url = f"http://{args.host}:{args.viewer_port}"
+    env = {**os.environ, "LGGSEG_API_URL": api_url}
+    if args.data_dir is not None:
+        env["LGGSEG_DATA_DIR"] = str(args.data_dir)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "inference.serve", "--host", args.host, "--port",
+         str(args.api_port), "--checkpoint", str(args.checkpoint)],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "viewer.py"),
+         "--server.headless", "true", "--server.address", args.host,
+         "--server.port", str(args.viewer_port), "--client.toolbarMode", "viewer",
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    procs = [api, viewer]
+    stop = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        ready = _wait_ready(f"{api_url}/readyz", procs, args.startup_timeout) and _wait_ready(
+            f"{viewer_url}/_stcore/health", procs, args.startup_timeout
+        )
+        if not ready:
+            if not stop:
+                print("error: the API or the viewer did not start (see the log above)",
+                      file=sys.stderr)
+            return 0 if stop else 1
+        print(f"\n  API:    {api_url}  (OpenAPI docs at {api_url}/docs)\n"
+              f"  Viewer: {viewer_url}\n\n  Ctrl-C stops both.\n", flush=True)
+        while not stop:
+            if any(p.poll() is not None for p in procs):
+                print("error: a server stopped unexpectedly; stopping the other",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        _stop(procs)
+        print("stopped the API and the viewer", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""``python -m app.demo`` (``make demo``): both servers come up, answer, and stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_missing_model_gives_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.demo", "--checkpoint", str(tmp_path / "none.safetensors")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no model at" in result.stderr and "training.train" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_starts_both_servers_and_stops_them_on_ctrl_c(tiny_checkpoint: Path) -> None:
+    api_port, viewer_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.demo", "--checkpoint", str(tiny_checkpoint),
+         "--api-port", str(api_port), "--viewer-port", str(viewer_port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops both" in line:
+                break
+        output = "".join(lines)
+        assert f"Viewer: http://127.0.0.1:{viewer_port}" in output, output[-2000:]
+        assert f"API:    http://127.0.0.1:{api_port}" in output
+        ready = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=10)
+        assert ready.status_code == 200
+        health = httpx.get(f"http://127.0.0.1:{viewer_port}/_stcore/health", timeout=10)
+        assert health.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert "stopped the API and the viewer" in rest
+        for port in (api_port, viewer_port):
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
