@@ -1,16 +1,21 @@
 """End-to-end training throughput (images/s) on the real LGG data, data loading included.
 
-    python benchmarks/train_throughput.py [--data-dir DIR] [--batch-size 4] [--image-size 256]
+    python benchmarks/train_throughput.py [--data-dir DIR] [--batch-size 4,8] [--image-size 256]
         [--variants fp32,bf16+cl] [--num-workers 0,1] [--warmup 3] [--steps 12] [--threads N]
 
 Each row runs the same step as ``training.engine.train_one_epoch``: a DataLoader over the real
 ``SliceDataset`` (in-memory ``SliceCache``, training augmentation, THE preprocessing), forward
 under the row's precision, DiceCE loss, backward, optimizer step (ZNorm-Adam by default).
-``--warmup`` steps are run first (oneDNN builds its kernels there), then ``--steps`` are timed.
-Columns: data = time waiting for the next batch, compute = forward + backward, opt = optimizer
-step, all in ms per step (medians). "img per CPU-s" divides the images by this process's CPU
-time (all threads; main process only, so use it with --num-workers 0): on a shared, overloaded
-machine it shows what the step costs, while img/s shows what the wall clock gave.
+``--warmup`` steps are run first (oneDNN builds its kernels there), then ``--steps`` are timed,
+interleaved over the rows (A, B, A, B, ...) so that load from other processes hits all alike.
+
+Columns:
+- img/s: images / total timed wall time (data loading included).
+- img/s (median step): batch / median step time, robust to load spikes from other processes.
+- data, fwd+bwd, opt: median ms per step waiting for the batch, in forward + backward, and in
+  the optimizer step.
+- img per CPU-s: images / this process's CPU time (all threads; main process only, so use it
+  with --num-workers 0). On a shared, overloaded machine it shows what a step costs.
 Variants: fp32, bf16 (autocast), +cl (channels-last model and input).
 """
 
@@ -48,58 +53,69 @@ def parse_variant(name: str, device: torch.device) -> Runtime:
     return Runtime(device, dtype, channels_last="cl" in parts[1:])
 
 
-def run_row(
-    dataset: SliceDataset, runtime: Runtime, args: argparse.Namespace, workers: int
-) -> dict[str, float]:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone=args.backbone)).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.train()
-    optimizer = build_optimizer(args.optimizer, model.parameters(), lr=1e-4)
-    loss_fn = build_loss()
-    sampler = RandomSampler(dataset, replacement=True,
-                            num_samples=(args.warmup + args.steps) * args.batch_size,
-                            generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                        num_workers=workers, worker_init_fn=seed_augmentation_worker,
-                        pin_memory=runtime.device.type == "cuda", drop_last=True)
-    data_ms, compute_ms, opt_ms, step_ms = [], [], [], []
-    cpu_s = 0.0
-    iterator = iter(loader)
-    for step in range(args.warmup + args.steps):
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        batch = next(iterator)
+class Row:
+    """One configuration: its own model, optimizer and DataLoader, stepped on demand."""
+
+    def __init__(self, dataset: SliceDataset, variant: str, device: torch.device,
+                 args: argparse.Namespace, workers: int, batch: int) -> None:
+        self.variant, self.workers, self.batch = variant, workers, batch
+        self.runtime = parse_variant(variant, device)
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(backbone=args.backbone)).to(device)
+        if self.runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.train()
+        self.optimizer = build_optimizer(args.optimizer, model.parameters(), lr=1e-4)
+        self.loss_fn = build_loss()
+        sampler = RandomSampler(dataset, replacement=True,
+                                num_samples=(args.warmup + args.steps) * batch,
+                                generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(dataset, batch_size=batch, sampler=sampler,
+                            num_workers=workers, worker_init_fn=seed_augmentation_worker,
+                            pin_memory=device.type == "cuda", drop_last=True)
+        self.iterator = iter(loader)
+        self.data_ms: list[float] = []
+        self.compute_ms: list[float] = []
+        self.opt_ms: list[float] = []
+        self.step_ms: list[float] = []
+        self.cpu_s = 0.0
+
+    def step(self, timed: bool) -> None:
+        runtime = self.runtime
+        c0, t0 = time.process_time(), time.perf_counter()
+        batch = next(self.iterator)
         inputs = runtime.to_input(batch["image"])
         targets = batch["mask"].to(runtime.device)
         t1 = time.perf_counter()
         with runtime.autocast():
-            logits = model(inputs)
-        loss = loss_fn(logits.float(), targets)
-        loss.backward()
+            logits = self.model(inputs)
+        self.loss_fn(logits.float(), targets).backward()
         _sync(runtime.device)
         t2 = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         _sync(runtime.device)
         t3 = time.perf_counter()
-        if step >= args.warmup:
-            cpu_s += time.process_time() - c0
-            data_ms.append((t1 - t0) * 1e3)
-            compute_ms.append((t2 - t1) * 1e3)
-            opt_ms.append((t3 - t2) * 1e3)
-            step_ms.append((t3 - t0) * 1e3)
-    del iterator
-    total_s = sum(step_ms) / 1e3
-    return {
-        "img_s": args.steps * args.batch_size / total_s,
-        "img_cpu_s": args.steps * args.batch_size / cpu_s,
-        "ms_step": statistics.median(step_ms),
-        "data": statistics.median(data_ms),
-        "compute": statistics.median(compute_ms),
-        "opt": statistics.median(opt_ms),
-    }
+        if timed:
+            self.cpu_s += time.process_time() - c0
+            self.data_ms.append((t1 - t0) * 1e3)
+            self.compute_ms.append((t2 - t1) * 1e3)
+            self.opt_ms.append((t3 - t2) * 1e3)
+            self.step_ms.append((t3 - t0) * 1e3)
+
+    def cells(self) -> list[str]:
+        images = len(self.step_ms) * self.batch
+        median = statistics.median(self.step_ms)
+        return [
+            self.runtime.device.type, self.variant, str(self.batch), str(self.workers),
+            f"{images / (sum(self.step_ms) / 1e3):.2f}",
+            f"{self.batch * 1e3 / median:.2f}",
+            f"{median:.0f}",
+            f"{statistics.median(self.data_ms):.0f}",
+            f"{statistics.median(self.compute_ms):.0f}",
+            f"{statistics.median(self.opt_ms):.0f}",
+            f"{images / self.cpu_s:.2f}",
+        ]
 
 
 def _sync(device: torch.device) -> None:
@@ -113,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="kaggle_3m folder")
     parser.add_argument("--patients", type=int, default=6, help="patients to cache (default 6)")
     parser.add_argument("--image-size", type=int, default=256, help="model input side")
-    parser.add_argument("--batch-size", type=int, default=4, help="slices per step (default 4)")
+    parser.add_argument("--batch-size", default="4", help="comma list of slices per step (4)")
     parser.add_argument("--variants", default="fp32,bf16+cl",
                         help="comma list of fp32, bf16, fp32+cl, bf16+cl (default fp32,bf16+cl)")
     parser.add_argument("--num-workers", default="0", help="comma list of DataLoader workers")
@@ -140,17 +156,23 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(dataset)} cached slices, augmentation {args.augmentation}; {name}, "
           f"{torch.get_num_threads()} torch threads; {args.warmup} warm-up + {args.steps} "
           "timed steps")
-    header = ("| device | precision | batch | workers | img/s | ms/step | data ms | "
-              "fwd+bwd ms | opt ms | img per CPU-s |")
+    header = ("| device | precision | batch | workers | img/s | img/s (median step) | ms/step | "
+              "data ms | fwd+bwd ms | opt ms | img per CPU-s |")
     print(header)
-    print("|---" * 10 + "|")
-    for workers in (int(w) for w in args.num_workers.split(",")):
-        for variant in args.variants.split(","):
-            runtime = parse_variant(variant.strip(), device)
-            row = run_row(dataset, runtime, args, workers)
-            print(f"| {device.type} | {variant} | {args.batch_size} | {workers} | "
-                  f"{row['img_s']:.2f} | {row['ms_step']:.0f} | {row['data']:.0f} | "
-                  f"{row['compute']:.0f} | {row['opt']:.0f} | {row['img_cpu_s']:.2f} |", flush=True)
+    print("|---" * 11 + "|")
+    rows = [Row(dataset, variant.strip(), device, args, int(workers), int(batch))
+            for batch in args.batch_size.split(",")
+            for workers in args.num_workers.split(",")
+            for variant in args.variants.split(",")]
+    for _ in range(args.warmup):
+        for row in rows:
+            row.step(timed=False)
+    # Interleaved (A, B, C, A, B, C, ...): background load hits every row alike.
+    for _ in range(args.steps):
+        for row in rows:
+            row.step(timed=True)
+    for row in rows:
+        print("| " + " | ".join(row.cells()) + " |")
     return 0
 
 

@@ -88,6 +88,8 @@ def setup_runtime(device: str, amp: str, channels_last: bool) -> Runtime:
     """Join the torchrun process group when launched by torchrun and resolve the device."""
     env = DistributedEnv()
     dev = resolve_device(device, env.LOCAL_RANK)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
     if env.WORLD_SIZE > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

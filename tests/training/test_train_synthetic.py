@@ -178,7 +178,8 @@ def test_ddp_two_processes_end_with_identical_replicas(
     synthetic_lgg: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ddp"
-    args = tiny_args(synthetic_lgg, out, "--epochs", "1")
+    # uniform shuffling: the stock DistributedSampler path
+    args = tiny_args(synthetic_lgg, out, "--epochs", "1", "--set", "data.tumour_sampling=null")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "training.train", *args],
