@@ -89,6 +89,20 @@ class VolumePrediction:
         )
 
 
+_CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d)
+
+
+def _cast_convolutions(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store convolution weights in ``dtype`` once, instead of autocast casting them per call.
+
+    Autocast runs convolutions in bf16 anyway, casting the fp32 weights on every forward
+    (about a tenth of the CPU time at batch 1); pre-cast weights give bitwise the same outputs.
+    """
+    for module in model.modules():
+        if isinstance(module, _CONVOLUTIONS):
+            module.to(dtype)
+
+
 def cpu_supports_bf16() -> bool:
     """True where this CPU runs bf16 convolutions natively (AMX or AVX512-BF16 via oneDNN)."""
     if not torch.backends.mkldnn.is_available():
@@ -113,8 +127,8 @@ def resolve_precision(precision: Precision, device: torch.device) -> Literal["bf
 class Predictor:
     """Segment slices and volumes with a trained checkpoint.
 
-    Use :meth:`from_checkpoint`. Thread-safety: one forward pass at a time per instance
-    (the API funnels calls through a single worker thread).
+    Use :meth:`from_checkpoint`. Calls from several threads at once are safe (inference mode
+    changes no state); the API runs ``model_workers`` batches side by side, one by default.
     """
 
     def __init__(
@@ -144,6 +158,8 @@ class Predictor:
         except (KeyError, ValidationError) as exc:
             raise CheckpointError(f"the card's preprocessing section is invalid: {exc}") from exc
         self.model = model.to(self.device).eval()
+        if self.precision == "bf16":
+            _cast_convolutions(self.model, torch.bfloat16)
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         sha = weights_sha256 or str(card.get("weights_sha256") or "unknown")
         name = str(card.get("name") or "lggseg-model")

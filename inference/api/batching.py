@@ -2,8 +2,10 @@
 
 Requests put their slices on an asyncio queue; a collector task takes the first waiting slice,
 then whatever else arrives within ``max_wait_s`` (up to ``max_batch``), and runs the batch on a
-single worker thread, so the event loop never blocks and the model never runs twice at once.
-While a batch runs, new slices queue up and form the next batch at once.
+model thread, so the event loop never blocks. With ``workers=1`` (the default) the model never
+runs twice at once; while a batch runs, new slices queue up and form the next batch at once.
+``workers=2`` runs two batches side by side (each on its own thread: pair it with one torch
+thread each, so that threads never outnumber cores).
 
 Admission is bounded: when ``queue_limit`` slices are already waiting or running, ``submit``
 raises :class:`Overloaded` immediately (the API answers 503 with Retry-After), never a hang.
@@ -50,18 +52,20 @@ class MicroBatcher(Generic[In, Out]):
         max_batch: int = 8,
         max_wait_s: float = 0.002,
         queue_limit: int = 16,
+        workers: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if max_batch < 1 or queue_limit < 1:
-            raise ValueError("max_batch and queue_limit must be >= 1")
+        if max_batch < 1 or queue_limit < 1 or workers < 1:
+            raise ValueError("max_batch, queue_limit and workers must be >= 1")
         self._predict_batch = predict_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.queue_limit = queue_limit
+        self.workers = workers
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job[In, Out]] = asyncio.Queue()
         self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lggseg-model")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lggseg-model")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -139,32 +143,47 @@ class MicroBatcher(Generic[In, Out]):
         return batch
 
     async def _collect(self) -> None:
+        free = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await free.acquire()  # form the next batch only when a model thread is free
+                batch = await self._next_batch()
+                live = [job for job in batch if not job.future.done()]
+                self._pending -= len(batch) - len(live)
+                if not live:
+                    free.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._run(live))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: free.release())
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _run(self, live: list[_Job[In, Out]]) -> None:
+        """One batch on a model thread; every job gets its result or the batch's error."""
+        if self._on_batch is not None:
+            self._on_batch(len(live))
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            live = [job for job in batch if not job.future.done()]
-            self._pending -= len(batch) - len(live)
-            if not live:
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(live))
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._predict_batch, [job.item for job in live]
-                )
-            except asyncio.CancelledError:
-                for job in live:
-                    if not job.future.done():
-                        job.future.set_exception(Overloaded("the service is shutting down"))
-                raise
-            except Exception as exc:  # a model failure must reach the callers, not end the loop
-                log.exception("batch of %d failed", len(live))
-                for job in live:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-            else:
-                for job, result in zip(live, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(result)
-            finally:
-                self._pending -= len(live)
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._predict_batch, [job.item for job in live]
+            )
+        except asyncio.CancelledError:
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(Overloaded("the service is shutting down"))
+            raise
+        except Exception as exc:  # a model failure must reach the callers, not end the loop
+            log.exception("batch of %d failed", len(live))
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+        else:
+            for job, result in zip(live, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+        finally:
+            self._pending -= len(live)

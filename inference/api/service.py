@@ -61,6 +61,7 @@ class ModelService:
                 max_batch=settings.max_batch,
                 max_wait_s=settings.batch_wait_ms / 1000,
                 queue_limit=settings.queue_limit,
+                workers=settings.model_workers,
                 on_batch=metrics.batch_size.observe,
             )
             self.batcher.start()

@@ -43,6 +43,12 @@ class ServeSettings(BaseSettings):
 
     # Batching, overload and timeouts
     max_batch: int = Field(8, ge=1, description="largest micro-batch")
+    model_workers: int = Field(
+        1,
+        ge=1,
+        description="batches run side by side, one thread each; keep "
+        "model_workers x torch_threads <= cores",
+    )
     batch_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill")
     queue_limit: int = Field(16, ge=1, description="slices waiting or running; beyond -> 503")
     max_concurrent_volumes: int = Field(1, ge=1)

@@ -127,3 +127,17 @@ def test_stop_drains_admitted_work_and_refuses_new() -> None:
 def test_invalid_limits() -> None:
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_batch=0)
+
+
+def test_two_workers_run_batches_side_by_side() -> None:
+    model = Recorder(delay_s=0.3)
+
+    async def run() -> list[list[int]]:
+        batcher = MicroBatcher(model, max_batch=1, max_wait_s=0, queue_limit=10, workers=2)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit([i], timeout=5) for i in range(4)))
+        await batcher.stop()
+        return answers
+
+    assert asyncio.run(run()) == [[0], [2], [4], [6]]
+    assert len(model.threads) == 2  # two model threads took batches

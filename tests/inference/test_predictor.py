@@ -179,3 +179,19 @@ def test_pickle_file_is_never_unpickled(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="safetensors"):
         Predictor.from_checkpoint(path)
     assert not marker.exists()
+
+
+def test_bf16_weights_cast_once_give_the_autocast_result(tiny_checkpoint: Path) -> None:
+    """Pre-cast convolution weights change speed only: bitwise the plain autocast output."""
+    from models.checkpoint import load_checkpoint
+
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, precision="bf16")
+    assert predictor.model.encoder.conv1.weight.dtype == torch.bfloat16
+    model, _ = load_checkpoint(tiny_checkpoint)
+    model = model.to(memory_format=torch.channels_last)
+    x = predictor.prepare([brain_like(64, 64, s) for s in range(2)])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = torch.sigmoid(model(x.contiguous(memory_format=torch.channels_last)).float())
+    assert np.array_equal(predictor._forward(x), reference[:, 0].numpy())
+    fp32 = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32")
+    assert fp32.model.encoder.conv1.weight.dtype == torch.float32
