@@ -23,7 +23,8 @@ preprocessing z-scores each channel, so the scale of the numbers does not matter
   converted to RGB by Pillow. Colour stays ``H x W x 3`` in the file's channel order.
 - 16-bit colour PNG is refused (Pillow would silently reduce it to 8 bits): send TIFF or NIfTI.
 - TIFF: one page only, ``YX``, ``YXS`` or ``SYX`` with 1, 3 or 4 samples (4: alpha dropped),
-  any integer or float type (``float16`` widened to ``float32``).
+  any integer or float type (``float16`` widened to ``float32``); read by tifffile, or by Pillow
+  for compressions tifffile needs the optional imagecodecs package for (LZW, JPEG).
 - NIfTI (single-file ``.nii``, optionally gzipped): array axes are taken as they are stored,
   axis 0 = image rows, axis 1 = columns, axis 2 = slices, an optional axis 3 = 1 or 3 channels
   (pre-contrast, FLAIR, post-contrast). No reorientation: the output mask shares the input's
@@ -289,7 +290,13 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
             ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
             if not ends or max(ends) > len(data):
                 raise DecodeError("the TIFF data is truncated")
-            arr = page.asarray()
+            try:
+                arr = page.asarray()
+            except ValueError as exc:
+                if "imagecodecs" not in str(exc):
+                    raise
+                # LZW, JPEG, ... need the optional imagecodecs package; Pillow reads them.
+                return _decode_pillow(data, "tiff", limits)
     except DecodeProblem:
         raise
     except (

@@ -125,6 +125,15 @@ def test_signed_and_float_tiff_keep_their_values() -> None:
     assert np.array_equal(decode_slice(tiff_bytes(floats)), floats)
 
 
+@pytest.mark.parametrize("compression", ["tiff_lzw", "packbits", "tiff_adobe_deflate"])
+def test_common_tiff_compressions(compression: str) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(RGB).save(buffer, format="TIFF", compression=compression)
+    assert np.array_equal(decode_slice(buffer.getvalue()), RGB)
+    with pytest.raises(DecodeError, match="truncated|corrupt"):
+        decode_slice(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
 def test_float16_tiff_is_widened() -> None:
     out = decode_slice(tiff_bytes(np.full((8, 8), 1.5, np.float16)))
     assert out.dtype == np.float32 and float(out[0, 0]) == 1.5

@@ -26,9 +26,9 @@ async def healthz() -> Health:
 async def readyz(service: ServiceDep) -> Response:
     if service.predictor is None:
         body = Readiness(status="not ready", reason=service.error or "model not loaded")
-        return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
     ready = Readiness(status="ready", model_version=service.predictor.model_version)
-    return JSONResponse(ready.model_dump())
+    return JSONResponse(ready.model_dump(exclude_none=True))
 
 
 @router.get(
