@@ -269,6 +269,8 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             pages = tif.pages
+            if len(pages) == 0:
+                raise DecodeError("the TIFF data is truncated or corrupt: no image in it")
             if len(pages) != 1:
                 raise DecodeError(
                     f"the TIFF has {len(pages)} pages; send a single-page TIFF "
