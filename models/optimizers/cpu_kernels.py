@@ -62,15 +62,21 @@ def _adam(
         p[i] = pi - step32 * (mi / (np.sqrt(vi) / bc2 + eps32))
 
 
-# One compiled variant per kernel: numba's on-disk cache keys on the Python function, so two
-# variants (say parallel and serial) of one function would overwrite each other's cache entries.
-_sums_kernel = numba.njit(_sums, parallel=True, fastmath=True, nogil=True, cache=True)
-_adam_kernel = numba.njit(_adam, parallel=True, nogil=True, cache=True)
+PARALLEL_MIN = 1 << 16
+"""Arrays smaller than this take the serial kernels: a parallel launch costs ~20 us, more than
+the work. (The BatchNorm and bias tensors of the ResNet-50-UNet are all far below it.)"""
+
+# numba's on-disk cache keys on the Python function, so only one variant of each function may be
+# cached: the parallel one (slow to compile). The serial variants compile in about a second.
+_sums_parallel = numba.njit(_sums, parallel=True, fastmath=True, nogil=True, cache=True)
+_adam_parallel = numba.njit(_adam, parallel=True, nogil=True, cache=True)
+_sums_serial = numba.njit(_sums, fastmath=True, nogil=True)
+_adam_serial = numba.njit(_adam, nogil=True)
 
 
 def sums(x: np.ndarray) -> tuple[float, float]:
     """(sum, sum of squares) of a 1-D float32 array, accumulated in float64."""
-    return _sums_kernel(x)
+    return (_sums_parallel if x.size >= PARALLEL_MIN else _sums_serial)(x)
 
 
 def adam_update(
@@ -90,7 +96,8 @@ def adam_update(
     step: float,
 ) -> None:
     """One Adam update of 1-D float32 arrays in place, on ``(g - mean) * scale``."""
-    _adam_kernel(
+    kernel = _adam_parallel if p.size >= PARALLEL_MIN else _adam_serial
+    kernel(
         p, g, m, v, mean, scale, lr, beta1, beta2, eps, weight_decay, decoupled,
         lr / (1.0 - beta1**step), (1.0 - beta2**step) ** 0.5,
     )  # fmt: skip

@@ -195,6 +195,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
         )
         self._step_supports_amp_scaling = False
         self._use_cpu_kernel = fused is not False and foreach is None
+        self._views: dict[Tensor, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
         if fused is None and not foreach:
             for group in self.param_groups:  # torch's fused Adam where it exists
                 if all(
@@ -263,19 +264,23 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             )
             stats = {i: (mu, sc) for i, mu, sc in zip(picked, means, scales, strict=True)}
         beta1, beta2 = group["betas"]
-        for i, p in enumerate(params):
+        for p in params:
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
+        steps = [self.state[p]["step"] for p in params]
+        torch._foreach_add_(steps, 1.0)
+        for i, (p, step) in enumerate(zip(params, torch.stack(steps).tolist(), strict=True)):
+            state = self.state[p]
             mean, scale = stats.get(i, (0.0, 1.0))
+            p_flat, m_flat, v_flat = self._flat_views(p, state)
             cpu_kernels.adam_update(
-                p.detach().reshape(-1).numpy(),
+                p_flat,
                 arrays[i],
-                state["exp_avg"].reshape(-1).numpy(),
-                state["exp_avg_sq"].reshape(-1).numpy(),
+                m_flat,
+                v_flat,
                 mean=mean,
                 scale=scale,
                 lr=group["lr"],
@@ -284,8 +289,18 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
                 decoupled=group["decoupled_weight_decay"],
-                step=state["step"].item(),
+                step=step,
             )
+
+    def _flat_views(self, p: Tensor, state: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """numpy views of a parameter and its moments (cached while their storage is the same)."""
+        tensors = (p.detach(), state["exp_avg"], state["exp_avg_sq"])
+        key = tuple(t.data_ptr() for t in tensors)
+        cached = self._views.get(p)
+        if cached is None or cached[0] != key:
+            cached = (key, tuple(t.reshape(-1).numpy() for t in tensors))
+            self._views[p] = cached
+        return cached[1]
 
 
 class ZNormAdamW(ZNormMixin, AdamW):  # type: ignore[misc]
