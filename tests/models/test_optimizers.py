@@ -362,3 +362,25 @@ def test_loss_decreases_for_every_registry_name(name: str) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])
+
+
+def test_loading_state_into_a_used_optimizer_takes_effect() -> None:
+    """The fused CPU path caches views of the moments; a load must replace them, not reuse them."""
+    a = _model()
+    opt = ZNormAdam(a.parameters(), lr=1e-2)
+    for step in range(2):
+        _backward(a, step)
+        opt.step()
+    saved_opt = copy.deepcopy(opt.state_dict())
+    b = copy.deepcopy(a)
+    _backward(a, 2)
+    opt.step()  # moves the moments on; the load below must bring them back
+    a.load_state_dict(b.state_dict())
+    opt.load_state_dict(saved_opt)
+    fresh = ZNormAdam(b.parameters(), lr=1e-2)
+    fresh.load_state_dict(copy.deepcopy(saved_opt))
+    for model, optimizer in ((a, opt), (b, fresh)):
+        _backward(model, 3)
+        optimizer.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
