@@ -7,7 +7,9 @@ runs twice at once; while a batch runs, new slices queue up and form the next ba
 ``workers=2`` runs two batches side by side (each on its own thread: pair it with one torch
 thread each, so that threads never outnumber cores).
 
-Admission is bounded: when ``queue_limit`` slices are already waiting or running, ``submit``
+Admission is bounded: when ``queue_limit`` slices are already waiting or running, or when the
+slices ahead would take longer than ``latency_budget_s`` at the measured pace (a running average
+of seconds per slice, so the bound follows the hardware and whatever else shares it), ``submit``
 raises :class:`Overloaded` immediately (the API answers 503 with Retry-After), never a hang.
 A request that gives up (timeout, client gone) cancels its slices; the collector skips them.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +56,7 @@ class MicroBatcher(Generic[In, Out]):
         max_wait_s: float = 0.002,
         queue_limit: int = 16,
         workers: int = 1,
+        latency_budget_s: float | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1 or queue_limit < 1 or workers < 1:
@@ -62,6 +66,8 @@ class MicroBatcher(Generic[In, Out]):
         self.max_wait_s = max_wait_s
         self.queue_limit = queue_limit
         self.workers = workers
+        self.latency_budget_s = latency_budget_s
+        self._slice_s: float | None = None  # running average of model seconds per slice
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job[In, Out]] = asyncio.Queue()
         self._pending = 0
@@ -73,6 +79,12 @@ class MicroBatcher(Generic[In, Out]):
     def pending(self) -> int:
         """Slices admitted and not yet finished (queued or in the running batch)."""
         return self._pending
+
+    def expected_wait_s(self, extra: int = 0) -> float | None:
+        """Seconds until ``extra`` more slices would be answered, at the measured pace."""
+        if self._slice_s is None:
+            return None
+        return (self._pending + extra) * self._slice_s / self.workers
 
     def start(self) -> None:
         if self._task is None:
@@ -107,8 +119,13 @@ class MicroBatcher(Generic[In, Out]):
         """
         if self._task is None or self._closing:
             raise Overloaded("the service is not accepting work (starting or shutting down)")
-        if not bypass_limit and self._pending + len(items) > self.queue_limit:
-            raise Overloaded(f"{self._pending} slices are already queued")
+        if not bypass_limit:
+            if self._pending + len(items) > self.queue_limit:
+                raise Overloaded(f"{self._pending} slices are already queued")
+            expected = self.expected_wait_s(len(items))
+            budget = self.latency_budget_s
+            if budget is not None and expected is not None and expected > budget:
+                raise Overloaded(f"the expected wait of {expected:.1f} s exceeds {budget:g} s")
         loop = asyncio.get_running_loop()
         jobs: list[_Job[In, Out]] = [_Job(item, loop.create_future()) for item in items]
         self._pending += len(jobs)
@@ -167,10 +184,14 @@ class MicroBatcher(Generic[In, Out]):
         if self._on_batch is not None:
             self._on_batch(len(live))
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()
         try:
             results = await loop.run_in_executor(
                 self._executor, self._predict_batch, [job.item for job in live]
             )
+            per_slice = (time.perf_counter() - start) / len(live)
+            old = self._slice_s
+            self._slice_s = per_slice if old is None else 0.8 * old + 0.2 * per_slice
         except asyncio.CancelledError:
             for job in live:
                 if not job.future.done():

@@ -62,6 +62,7 @@ class ModelService:
                 max_wait_s=settings.batch_wait_ms / 1000,
                 queue_limit=settings.queue_limit,
                 workers=settings.model_workers,
+                latency_budget_s=settings.latency_budget_s,
                 on_batch=metrics.batch_size.observe,
             )
             self.batcher.start()
@@ -114,7 +115,10 @@ class ModelService:
         """One slice through the shared micro-batches (Overloaded / BatchTimeout on trouble)."""
         batcher = self._batcher()
         self.metrics.queue_depth.set(batcher.pending)
-        (prediction,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
+        try:
+            (prediction,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
+        finally:
+            self.metrics.queue_depth.set(batcher.pending)
         return prediction
 
     async def segment_volume(self, slices: Sequence[np.ndarray]) -> list[SlicePrediction]:

@@ -51,6 +51,12 @@ class ServeSettings(BaseSettings):
     )
     batch_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill")
     queue_limit: int = Field(16, ge=1, description="slices waiting or running; beyond -> 503")
+    latency_budget_s: float | None = Field(
+        0.8,
+        gt=0,
+        description="503 when the slices ahead would take longer than this at the "
+        "measured pace (keeps admitted requests fast whatever the hardware); None: off",
+    )
     max_concurrent_volumes: int = Field(1, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
     volume_timeout_s: float = Field(300.0, gt=0)

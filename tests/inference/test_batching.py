@@ -141,3 +141,30 @@ def test_two_workers_run_batches_side_by_side() -> None:
 
     assert asyncio.run(run()) == [[0], [2], [4], [6]]
     assert len(model.threads) == 2  # two model threads took batches
+
+
+def test_latency_budget_refuses_what_could_not_be_answered_in_time() -> None:
+    class PerSlice(Recorder):
+        def __call__(self, items: list[int]) -> list[int]:
+            self.delay_s = 0.2 * len(items)  # 0.2 s per slice
+            return super().__call__(items)
+
+    model = PerSlice()
+
+    async def run() -> tuple[list[object], float | None]:
+        batcher = MicroBatcher(
+            model, max_batch=8, max_wait_s=0.05, queue_limit=100, latency_budget_s=0.7
+        )
+        batcher.start()
+        await batcher.submit([0], timeout=5)  # measures the pace: 0.2 s per slice
+        estimate = batcher.expected_wait_s(1)
+        answers = await asyncio.gather(
+            *(batcher.submit([i], timeout=5) for i in range(1, 7)), return_exceptions=True
+        )
+        await batcher.stop()
+        return answers, estimate
+
+    answers, estimate = asyncio.run(run())
+    assert estimate == pytest.approx(0.2, rel=0.2)
+    assert answers[:3] == [[2], [4], [6]]  # 0.2, 0.4, 0.6 s of work ahead: admitted
+    assert all(isinstance(a, Overloaded) for a in answers[3:])  # 0.8 s > 0.7 s budget
