@@ -124,7 +124,9 @@ class MicroBatcher(Generic[In, Out]):
                 raise Overloaded(f"{self._pending} slices are already queued")
             expected = self.expected_wait_s(len(items))
             budget = self.latency_budget_s
-            if budget is not None and expected is not None and expected > budget:
+            # An idle model always takes work: that is also how a stale, slow estimate recovers.
+            idle = self._pending == 0
+            if not idle and budget is not None and expected is not None and expected > budget:
                 raise Overloaded(f"the expected wait of {expected:.1f} s exceeds {budget:g} s")
         loop = asyncio.get_running_loop()
         jobs: list[_Job[In, Out]] = [_Job(item, loop.create_future()) for item in items]

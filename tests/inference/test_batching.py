@@ -168,3 +168,24 @@ def test_latency_budget_refuses_what_could_not_be_answered_in_time() -> None:
     assert estimate == pytest.approx(0.2, rel=0.2)
     assert answers[:3] == [[2], [4], [6]]  # 0.2, 0.4, 0.6 s of work ahead: admitted
     assert all(isinstance(a, Overloaded) for a in answers[3:])  # 0.8 s > 0.7 s budget
+
+
+def test_an_idle_model_always_takes_work_so_a_slow_estimate_recovers() -> None:
+    model = Recorder(delay_s=0.5)
+
+    async def run() -> tuple[list[int], list[int], float | None]:
+        batcher = MicroBatcher(model, max_batch=1, max_wait_s=0, latency_budget_s=0.1)
+        batcher.start()
+        await batcher.submit([1], timeout=5)  # one slow batch: 0.5 s per slice > the budget
+        model.delay_s = 0.0
+        first = await batcher.submit([2], timeout=5)  # idle: admitted despite the estimate
+        for _ in range(20):  # fast batches bring the estimate back under the budget
+            await batcher.submit([3], timeout=5)
+        second = await batcher.submit([4], timeout=5)
+        estimate = batcher.expected_wait_s(1)
+        await batcher.stop()
+        return first, second, estimate
+
+    first, second, estimate = asyncio.run(run())
+    assert first == [4] and second == [8]
+    assert estimate is not None and estimate < 0.1
