@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -71,8 +72,8 @@ class ModelService:
     @classmethod
     async def start(cls, settings: ServeSettings, metrics: ServiceMetrics) -> ModelService:
         """Load the checkpoint named in the settings (in a thread) and warm the model up."""
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        threads = settings.torch_threads or default_torch_threads()
+        torch.set_num_threads(threads)
         try:
             predictor = await run_in_threadpool(_load, settings)
         except CheckpointError as exc:
@@ -138,6 +139,21 @@ class ModelService:
                     chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
                 )
             return out
+
+
+def default_torch_threads() -> int:
+    """All usable cores but one, which is left to the event loop, decoding and HTTP.
+
+    Intra-op threads synchronise at every layer; when one of them loses its core to the
+    server's own request handling (or to another process), every layer waits for it. On the
+    2-core development machine, two torch threads collapsed to 0.5 slices/s at twice the
+    capacity, while one thread kept answering 6 slices/s (benchmarks/api_load.py).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def _load(settings: ServeSettings) -> Predictor:

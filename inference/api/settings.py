@@ -28,7 +28,9 @@ class ServeSettings(BaseSettings):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     tta: bool = Field(False, description="average with a horizontally flipped pass")
     threshold: float = Field(0.5, gt=0, lt=1)
-    torch_threads: int | None = Field(None, ge=1, description="intra-op threads; None: torch's")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads; None: all cores but one (left to HTTP)"
+    )
     warmup: bool = Field(True, description="run dummy batches at start-up before /readyz is 200")
 
     # Uploads and decoding

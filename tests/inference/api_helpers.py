@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import torch
 from fastapi import FastAPI
 
 from inference.api.settings import ServeSettings
@@ -17,7 +18,9 @@ from inference.predictor import Predictor, SlicePrediction
 
 
 def settings(checkpoint: Path, **overrides: Any) -> ServeSettings:
-    """Test settings: no warm-up (fast start), everything else as in production unless given."""
+    """Test settings: no warm-up (fast start) and the test session's torch thread count (the
+    service sets it process-wide); everything else as in production unless given."""
+    overrides.setdefault("torch_threads", torch.get_num_threads())
     return ServeSettings(checkpoint=checkpoint, warmup=False, **overrides)
 
 

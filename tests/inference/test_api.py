@@ -218,3 +218,17 @@ def test_cors(spread_checkpoint: Path) -> None:
         other = c.get("/healthz", headers={"Origin": "http://evil.example"})
     assert allowed.headers["access-control-allow-origin"] == "http://viewer:8501"
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_default_torch_threads_leave_a_core_for_http(spread_checkpoint: Path) -> None:
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with TestClient(create_app(settings(spread_checkpoint, torch_threads=None))):
+            applied = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert applied == max(1, len(os.sched_getaffinity(0)) - 1)
