@@ -14,7 +14,7 @@ from inference.api.batching import BatchTimeout, Overloaded
 from inference.api.metrics import MetricsMiddleware, ServiceMetrics
 from inference.api.middleware import BodySizeLimitMiddleware
 from inference.api.routers import evaluate, health, model, segment
-from inference.api.service import ModelService, NotReady, SlicePredictor
+from inference.api.service import ModelService, NotReady, SlicePredictor, configure_threads
 from inference.api.settings import ServeSettings, get_settings
 from inference.decode import DecodeError, UnsupportedFormat, WrongKind
 
@@ -77,6 +77,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_threads(settings)
         if predictor is not None:
             service = ModelService(settings, metrics, predictor=predictor)
         else:

@@ -72,8 +72,6 @@ class ModelService:
     @classmethod
     async def start(cls, settings: ServeSettings, metrics: ServiceMetrics) -> ModelService:
         """Load the checkpoint named in the settings (in a thread) and warm the model up."""
-        threads = settings.torch_threads or default_torch_threads()
-        torch.set_num_threads(threads)
         try:
             predictor = await run_in_threadpool(_load, settings)
         except CheckpointError as exc:
@@ -139,6 +137,14 @@ class ModelService:
                     chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
                 )
             return out
+
+
+def configure_threads(settings: ServeSettings) -> int:
+    """Set torch's intra-op threads for threads started from now on (the model threads)."""
+    threads = settings.torch_threads or default_torch_threads()
+    torch.set_num_threads(threads)
+    log.info("torch uses %d intra-op thread(s)", threads)
+    return threads
 
 
 def default_torch_threads() -> int:

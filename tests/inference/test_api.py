@@ -221,14 +221,29 @@ def test_cors(spread_checkpoint: Path) -> None:
 
 
 def test_default_torch_threads_leave_a_core_for_http(spread_checkpoint: Path) -> None:
+    """The model thread runs with all cores but one; the other is left to HTTP."""
     import os
 
     import torch
 
+    from inference.predictor import Predictor
+
+    class ThreadCounting:
+        def __init__(self, inner: Predictor) -> None:
+            self.inner, self.card = inner, inner.card
+            self.model_version, self.threshold = inner.model_version, inner.threshold
+            self.seen: list[int] = []
+
+        def predict_batch(self, images: list[np.ndarray]) -> list[object]:
+            self.seen.append(torch.get_num_threads())
+            return self.inner.predict_batch(images)  # type: ignore[return-value]
+
+    counting = ThreadCounting(Predictor.from_checkpoint(spread_checkpoint))
+    app = create_app(settings(spread_checkpoint, torch_threads=None), predictor=counting)
     before = torch.get_num_threads()
     try:
-        with TestClient(create_app(settings(spread_checkpoint, torch_threads=None))):
-            applied = torch.get_num_threads()
+        with TestClient(app) as c:
+            c.post("/v1/segment", files={"file": ("x", png_bytes(brain_like(16, 16)))})
     finally:
         torch.set_num_threads(before)
-    assert applied == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert counting.seen == [max(1, len(os.sched_getaffinity(0)) - 1)]
