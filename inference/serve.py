@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 1:
-        print("error: --workers must be >= 1")
+        print("error: --workers must be >= 1", file=sys.stderr)
         return 2
     # Flags travel as environment variables so that every worker process sees them.
     if args.checkpoint is not None:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_settings()  # fail fast on invalid LGGSEG_SERVE_* values, before binding the port
     except ValidationError as exc:
-        print(f"error: invalid LGGSEG_SERVE_* setting:\n{exc}")
+        print(f"error: invalid LGGSEG_SERVE_* setting:\n{exc}", file=sys.stderr)
         return 2
     uvicorn.run(
         "inference.api.app:create_app",
