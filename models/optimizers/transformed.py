@@ -193,7 +193,6 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             foreach=foreach,
             **kwargs,
         )
-        self._step_supports_amp_scaling = False
         self._use_cpu_kernel = fused is not False and foreach is None
         self._views: dict[Tensor, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
         if fused is None and not foreach:
