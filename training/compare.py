@@ -20,6 +20,7 @@ import logging
 import math
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, data_dir: Path, threshold: float,
         teardown(runtime)
     if code != 0:
         raise RuntimeError(f"training run {run_dir} failed with exit code {code}")
+    start = time.monotonic()
     scores = {}
     for part in ("val", "test"):
         summary = evaluate(run_dir / "best.safetensors", data_dir, run_dir / f"eval-{part}",
@@ -148,6 +150,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, data_dir: Path, threshold: float,
         "epochs_run": len(curve),
         "epochs_to_threshold": epochs_to_reach(curve, threshold),
         "wall_time_s": last["wall_time_s"],
+        "scoring_time_s": time.monotonic() - start,
     }
     atomic_write_json(done, row)
     return row
@@ -181,8 +184,10 @@ def markdown_table(rows: list[dict[str, Any]], budget: str, threshold: float) ->
             + f" | {mean_std(reached)} ({n_reached}/{len(runs)} reached) | "
             + f"{mean_std([r['wall_time_s'] / 60 for r in runs])} |"
         )
+    total_min = sum(r["wall_time_s"] + r.get("scoring_time_s", 0.0) for r in rows) / 60
     lines += ["", "Dice and IoU: mean over seeds (± sample std) of the per-patient volumetric "
-              "mean, best checkpoint by validation Dice."]
+              "mean, best checkpoint by validation Dice. Wall time: training of one run. "
+              f"Whole comparison ({len(rows)} runs, training + scoring): {total_min:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
@@ -226,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         base = _overrides(args)
+        # Seeds outer: a comparison stopped part-way has every optimizer for the seeds it did.
         configs = {(n, s): run_config(base, args.config, n, s)
-                   for n in names for s in range(args.seeds)}
+                   for s in range(args.seeds) for n in names}
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -236,14 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{first.preprocessing.image_size}, {first.training.epochs} epochs, batch "
               f"{first.training.batch_size}, lr {first.optimizer.lr:g}, "
               f"{first.data.limit_patients or 'all'} patients, seeds 0-{args.seeds - 1}")
-    rows, curves = [], {}
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[list[dict[str, float]]]] = {name: [] for name in names}
     try:
         for (name, seed), cfg in configs.items():
             run_dir = args.out / "runs" / name / f"seed{seed}"
             logger.info("run %s seed %d -> %s", name, seed, run_dir)
             rows.append(run_one(cfg, run_dir, args.data_dir, args.dice_threshold,
                                 first.training.device))
-            curves.setdefault(name, []).append(read_curve(run_dir))
+            curves[name].append(read_curve(run_dir))
     except (DatasetError, RuntimeError, ValueError) as exc:
         logger.error("comparison stopped: %s (re-run the same command to resume)", exc)
         return 1

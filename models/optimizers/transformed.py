@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import SGD, Adam, AdamW, Optimizer
@@ -194,7 +195,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             **kwargs,
         )
         self._use_cpu_kernel = fused is not False and foreach is None
-        self._views: dict[Tensor, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
+        self._tables: dict[tuple[tuple[int, int], ...], cpu_kernels.ChunkTable] = {}
         if fused is None and not foreach:
             for group in self.param_groups:  # torch's fused Adam where it exists
                 if all(
@@ -227,7 +228,11 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
                     and not p.grad.is_sparse
                     and p.is_contiguous()
                     and p.grad.is_contiguous()
-                    and all(t.is_contiguous() for t in self.state.get(p, {}).values())
+                    and all(
+                        t.is_contiguous() and t.dtype == torch.float32 and t.numel() == p.numel()
+                        for k, t in self.state.get(p, {}).items()
+                        if k in ("exp_avg", "exp_avg_sq")
+                    )
                 ):
                     return False
         return True
@@ -245,61 +250,63 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
         return loss
 
     def _kernel_step(self, group: dict[str, Any]) -> None:
-        params = [p for p in group["params"] if p.grad is not None]
+        params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
         if not params:
             return
         grads = [p.grad for p in params]
-        opts = _znorm_options(group)
-        arrays = [g.reshape(-1).numpy() for g in grads]
-        chosen = {id(g) for g in selected_tensors(grads, opts)}
-        stats: dict[int, tuple[float, float]] = {}
-        picked = [i for i, g in enumerate(grads) if id(g) in chosen]
-        if picked:
-            moments = [cpu_kernels.sums(arrays[i]) for i in picked]
-            sums = torch.tensor([m[0] for m in moments], dtype=torch.float64)
-            sumsq = torch.tensor([m[1] for m in moments], dtype=torch.float64)
-            means, scales = mean_and_scale(
-                [grads[i] for i in picked], sums, sumsq, opts.unbiased, opts.eps
-            )
-            stats = {i: (mu, sc) for i, mu, sc in zip(picked, means, scales, strict=True)}
-        beta1, beta2 = group["betas"]
         for p in params:
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        steps = [self.state[p]["step"] for p in params]
-        torch._foreach_add_(steps, 1.0)
-        for i, (p, step) in enumerate(zip(params, torch.stack(steps).tolist(), strict=True)):
-            state = self.state[p]
-            mean, scale = stats.get(i, (0.0, 1.0))
-            p_flat, m_flat, v_flat = self._flat_views(p, state)
-            cpu_kernels.adam_update(
-                p_flat,
-                arrays[i],
-                m_flat,
-                v_flat,
-                mean=mean,
-                scale=scale,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled=group["decoupled_weight_decay"],
-                step=step,
+        states = [self.state[p] for p in params]
+        table = self._chunk_table(params)
+        # Addresses of tensors that stay referenced (params, grads, states) until the kernels end.
+        g_addr = _addresses(grads)
+        mean = np.zeros(len(params))
+        scale = np.ones(len(params))
+        opts = _znorm_options(group)
+        chosen = {id(g) for g in selected_tensors(grads, opts)}
+        picked = [i for i, g in enumerate(grads) if id(g) in chosen]
+        if picked:
+            moments = torch.from_numpy(cpu_kernels.sums(g_addr, table)[picked])
+            means, scales = mean_and_scale(
+                [grads[i] for i in picked], moments[:, 0], moments[:, 1], opts.unbiased, opts.eps
             )
+            mean[picked], scale[picked] = means, scales
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1.0)
+        beta1, beta2 = group["betas"]
+        cpu_kernels.adam_update(
+            _addresses(params),
+            g_addr,
+            _addresses([s["exp_avg"] for s in states]),
+            _addresses([s["exp_avg_sq"] for s in states]),
+            table,
+            mean=mean,
+            scale=scale,
+            step=torch.stack(steps).double().numpy(),
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=group["decoupled_weight_decay"],
+        )
 
-    def _flat_views(self, p: Tensor, state: dict[str, Any]) -> tuple[Any, Any, Any]:
-        """numpy views of a parameter and its moments (cached while their storage is the same)."""
-        tensors = (p.detach(), state["exp_avg"], state["exp_avg_sq"])
-        key = tuple(t.data_ptr() for t in tensors)
-        cached = self._views.get(p)
-        if cached is None or cached[0] != key:
-            cached = (key, tuple(t.reshape(-1).numpy() for t in tensors))
-            self._views[p] = cached
-        return cached[1]
+    def _chunk_table(self, params: list[Tensor]) -> cpu_kernels.ChunkTable:
+        """The chunks of these parameters (cached while the group's tensors are the same)."""
+        key = tuple((id(p), p.numel()) for p in params)
+        table = self._tables.get(key)
+        if table is None:
+            table = cpu_kernels.chunk_table([p.numel() for p in params])
+            self._tables = {key: table}
+        return table
+
+
+def _addresses(tensors: list[Tensor]) -> np.ndarray:
+    return np.fromiter((t.data_ptr() for t in tensors), dtype=np.intp, count=len(tensors))
 
 
 class ZNormAdamW(ZNormMixin, AdamW):  # type: ignore[misc]

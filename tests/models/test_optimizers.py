@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from models.optimizers import (
     ZNormOptions,
     build_optimizer,
     centralize_,
+    cpu_kernels,
     with_znorm,
     znorm_,
     znorm_reference_,
@@ -177,6 +179,43 @@ def test_fused_cpu_kernel_is_taken_and_equals_the_torch_path() -> None:
         lambda p: ZNormAdam(p, lr=1e-2, weight_decay=0.01, fused=False),
         lambda g: None,
     )
+
+
+def test_chunk_table_covers_every_element_once() -> None:
+    sizes = [1, cpu_kernels.CHUNK, cpu_kernels.CHUNK + 1, 3 * cpu_kernels.CHUNK - 5, 7]
+    table = cpu_kernels.chunk_table(sizes)
+    for t, n in enumerate(sizes):
+        mine = np.flatnonzero(table.tensor == t)
+        assert mine[0] == table.first[t]
+        covered = np.concatenate([np.arange(table.start[c], table.stop[c]) for c in mine])
+        np.testing.assert_array_equal(covered, np.arange(n))
+    with pytest.raises(ValueError):
+        cpu_kernels.chunk_table([4, 0])
+
+
+@pytest.mark.parametrize("kw", [dict(weight_decay=0.01), dict(znorm_include_1d=True,
+                         weight_decay=0.05, decoupled_weight_decay=True)])
+def test_fused_cpu_kernel_over_many_chunks_equals_adam_on_zscored_gradients(kw: dict) -> None:
+    """Tensors of several chunks with ragged ends: the chunked statistics and update equal the
+    reference transform followed by stock Adam."""
+    shapes = [(300, 250), (cpu_kernels.CHUNK + 3,), (7, 3, 3, 3), (1,), (2 * cpu_kernels.CHUNK,)]
+    gen = torch.Generator().manual_seed(3)
+    ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = ZNormAdam(ours, lr=1e-2, **kw)
+    stock_kw = {k: v for k, v in kw.items() if not k.startswith("znorm")}
+    stock = torch.optim.Adam(ref, lr=1e-2, **stock_kw)
+    opts = ZNormOptions(include_1d=kw.get("znorm_include_1d", False))
+    for step in range(3):
+        for a, b in zip(ours, ref, strict=True):
+            a.grad = torch.randn(a.shape, generator=gen) * 1e-3 + 2e-4 * step
+            b.grad = a.grad.clone()
+        assert opt._cpu_kernel_applies()
+        opt.step()
+        znorm_reference_([b.grad for b in ref], opts)
+        stock.step()
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_non_contiguous_parameters_fall_back_to_the_torch_path() -> None:
