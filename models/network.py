@@ -22,20 +22,49 @@ class ModelConfig(BaseModel):
     decoder_channels: tuple[int, int, int, int, int] = (256, 128, 64, 32, 16)
 
 
-def build_model(cfg: ModelConfig | dict[str, Any] | None = None) -> torch.nn.Module:
-    """Build the network. Output: logits of shape ``B x out_channels x H x W``.
+class InputDtype(torch.nn.Module):
+    """Run a parameter-free module with autocast off, so it keeps its input's dtype.
 
-    ``pretrained`` is always False: no weights are downloaded, ever.
+    Autocast on CPU runs nearest-neighbour upsampling in float32; in the decoder that turns every
+    bf16 feature map into a float32 copy, makes the skip concatenation float32, and the next
+    convolution casts it back. Nearest-neighbour upsampling copies values, so running it in bf16
+    changes no number and saves those copies (forward and backward).
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x)  # type: ignore[no-any-return]
+
+
+def build_model(cfg: ModelConfig | dict[str, Any] | None = None) -> torch.nn.Module:
+    """Build the network. Input: ``B x in_channels x H x W`` with H and W multiples of 32 (the
+    preprocessing guarantees it). Output: logits of shape ``B x out_channels x H x W``.
+
+    ``pretrained`` is always False: no weights are downloaded, ever. The decoder does not pad
+    (``is_pad=False``: with multiples of 32 there is nothing to pad, and the pad would be an
+    autocast float32 copy) and upsamples in its input's dtype (``InputDtype``); neither has
+    parameters, so checkpoints are unaffected.
     """
     if cfg is None:
         cfg = ModelConfig()
     elif isinstance(cfg, dict):
         cfg = ModelConfig.model_validate(cfg)
-    return FlexibleUNet(
+    net = FlexibleUNet(
         in_channels=cfg.in_channels,
         out_channels=cfg.out_channels,
         backbone=cfg.backbone,
         pretrained=False,
         decoder_channels=cfg.decoder_channels,
         spatial_dims=cfg.spatial_dims,
+        is_pad=False,
     )
+    for block in net.decoder.blocks:
+        upsample = block.upsample
+        inner = getattr(upsample, "upsample_non_trainable", None)
+        if isinstance(upsample, torch.nn.Module) and isinstance(inner, torch.nn.Module):
+            upsample.upsample_non_trainable = InputDtype(inner)
+    return net
