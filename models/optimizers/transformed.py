@@ -16,13 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import SGD, Adam, AdamW, Optimizer
 
 from models.optimizers import cpu_kernels
-from models.optimizers.znorm import ZNormOptions, mean_and_scale, selected_tensors, znorm_
+from models.optimizers.znorm import (
+    CONSTANT_RTOL,
+    ILL_CONDITIONED,
+    ZNormOptions,
+    mean_and_scale,
+    selected_tensors,
+    znorm_,
+)
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -156,11 +164,16 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
     ``torch.optim.Adam.step()`` on the gradients after ``znorm_reference_``.
 
     Implementation: unless ``fused=False`` or ``foreach`` is given, contiguous float32 CPU
-    parameters take the fused CPU kernel of ``cpu_kernels`` (a statistics pass, then one
-    normalise-and-update pass; ``p.grad`` is left as it was; per-tensor statistics only).
+    parameters take the fused CPU kernels of ``cpu_kernels`` (``p.grad`` is left as it was;
+    per-tensor statistics only): where whole tensors balance over the threads, one launch in which
+    each thread takes the statistics of a tensor and updates it at once (its gradient still in
+    cache); otherwise a statistics launch and an update launch over chunks of all tensors.
     Everything else runs ZNorm on ``p.grad`` in place, then stock Adam (torch's fused Adam where
     the device has one, unless ``fused=False`` or ``foreach`` says otherwise).
     """
+
+    tensorwise_kernel: ClassVar[bool] = True
+    """False: always the chunked two-launch kernels (tests compare the two)."""
 
     def __init__(
         self,
@@ -195,7 +208,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             **kwargs,
         )
         self._use_cpu_kernel = fused is not False and foreach is None
-        self._tables: dict[tuple[tuple[int, int], ...], cpu_kernels.ChunkTable] = {}
+        self._plans: dict[tuple[Any, ...], tuple[cpu_kernels.ChunkTable, Any]] = {}
         if fused is None and not foreach:
             for group in self.param_groups:  # torch's fused Adam where it exists
                 if all(
@@ -261,48 +274,64 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         states = [self.state[p] for p in params]
-        table = self._chunk_table(params)
-        # Addresses of tensors that stay referenced (params, grads, states) until the kernels end.
-        g_addr = _addresses(grads)
-        mean = np.zeros(len(params))
-        scale = np.ones(len(params))
         opts = _znorm_options(group)
         chosen = {id(g) for g in selected_tensors(grads, opts)}
-        picked = [i for i, g in enumerate(grads) if id(g) in chosen]
-        if picked:
-            moments = torch.from_numpy(cpu_kernels.sums(g_addr, table)[picked])
-            means, scales = mean_and_scale(
-                [grads[i] for i in picked], moments[:, 0], moments[:, 1], opts.unbiased, opts.eps
-            )
-            mean[picked], scale[picked] = means, scales
+        normalise = np.array([id(g) in chosen for g in grads])
         steps = [s["step"] for s in states]
         torch._foreach_add_(steps, 1.0)
-        beta1, beta2 = group["betas"]
-        cpu_kernels.adam_update(
+        # Addresses of tensors that stay referenced (params, grads, states) until the kernels end.
+        addresses = (
             _addresses(params),
-            g_addr,
+            _addresses(grads),
             _addresses([s["exp_avg"] for s in states]),
             _addresses([s["exp_avg_sq"] for s in states]),
-            table,
-            mean=mean,
-            scale=scale,
+        )
+        adam = dict(
             step=torch.stack(steps).double().numpy(),
             lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             decoupled=group["decoupled_weight_decay"],
         )
+        table, bins = self._plan(params)
+        if bins is not None:
+            cpu_kernels.znorm_adam_update(
+                *addresses,
+                bins,
+                normalise=normalise,
+                unbiased=opts.unbiased,
+                znorm_eps=opts.eps,
+                ill_conditioned=ILL_CONDITIONED,
+                constant_rtol=CONSTANT_RTOL,
+                **adam,
+            )
+            return
+        mean = np.zeros(len(params))
+        scale = np.ones(len(params))
+        picked = np.flatnonzero(normalise)
+        if picked.size:
+            moments = torch.from_numpy(cpu_kernels.sums(addresses[1], table)[picked])
+            mean[picked], scale[picked] = mean_and_scale(
+                [grads[i] for i in picked], moments[:, 0], moments[:, 1], opts.unbiased, opts.eps
+            )
+        cpu_kernels.adam_update(*addresses, table, mean=mean, scale=scale, **adam)
 
-    def _chunk_table(self, params: list[Tensor]) -> cpu_kernels.ChunkTable:
-        """The chunks of these parameters (cached while the group's tensors are the same)."""
-        key = tuple((id(p), p.numel()) for p in params)
-        table = self._tables.get(key)
-        if table is None:
-            table = cpu_kernels.chunk_table([p.numel() for p in params])
-            self._tables = {key: table}
-        return table
+    def _plan(
+        self, params: list[Tensor]
+    ) -> tuple[cpu_kernels.ChunkTable, cpu_kernels.TensorBins | None]:
+        """How the kernels share out these parameters (cached while the tensors are the same):
+        whole tensors per thread where they balance, else chunks."""
+        threads = numba.get_num_threads()
+        key = (threads, *((id(p), p.numel()) for p in params))
+        plan = self._plans.get(key)
+        if plan is None:
+            sizes = [p.numel() for p in params]
+            bins = cpu_kernels.tensor_bins(sizes, threads) if self.tensorwise_kernel else None
+            plan = (cpu_kernels.chunk_table(sizes), bins)
+            self._plans = {key: plan}
+        return plan
 
 
 def _addresses(tensors: list[Tensor]) -> np.ndarray:

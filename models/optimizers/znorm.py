@@ -28,7 +28,7 @@ from torch import Tensor
 CONSTANT_RTOL = 1e-6
 """A tensor whose std is below this fraction of its |mean| counts as constant (float32 noise)."""
 
-_ILL_CONDITIONED = 1e-3
+ILL_CONDITIONED = 1e-3
 """Fast path: redo the statistics in two passes when var < this * mean**2 (cancellation)."""
 
 
@@ -133,7 +133,7 @@ def mean_and_scale(
     n = torch.tensor([t.numel() for t in tensors], dtype=torch.float64, device=sums.device)
     mean = sums / n
     var = ((sumsq - n * mean.square()) / (n - 1 if unbiased else n)).clamp_min(0.0)
-    bad = (var < _ILL_CONDITIONED * mean.square()).nonzero().flatten().tolist()
+    bad = (var < ILL_CONDITIONED * mean.square()).nonzero().flatten().tolist()
     for i in bad:  # cancellation: two passes for these few tensors
         v, m = torch.var_mean(tensors[i].double(), correction=1 if unbiased else 0)
         var[i], mean[i] = v, m

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -193,12 +194,33 @@ def test_chunk_table_covers_every_element_once() -> None:
         cpu_kernels.chunk_table([4, 0])
 
 
+def test_tensor_bins_balance_whole_tensors_or_decline() -> None:
+    sizes = [900, 800, 700, 600, 500, 400, 300, 200, 100, 1]
+    bins = cpu_kernels.tensor_bins(sizes, 2)
+    assert bins is not None
+    loads = [sum(sizes[t] for t in bins.order[a:b]) for a, b in itertools.pairwise(bins.bin_start)]
+    assert sorted(bins.order.tolist()) == list(range(len(sizes)))
+    assert max(loads) - min(loads) <= 100
+    assert cpu_kernels.tensor_bins([10_000, 10, 10], 2) is None  # one tensor is all the work
+    single = cpu_kernels.tensor_bins([10_000, 10, 10], 1)  # one thread: nothing to balance
+    assert single is not None and single.bin_start.tolist() == [0, 3]
+
+
+CHUNKY_SHAPES = [(300, 250), (cpu_kernels.CHUNK + 3,), (7, 3, 3, 3), (1,), (2 * cpu_kernels.CHUNK,)]
+"""Tensors of several chunks with ragged ends; unbalanced, so the chunked kernels take them."""
+BALANCED_SHAPES = [(64, 32, 3, 3)] * 6 + [(128, 100), (96, 3, 7, 7), (300,), (1,), (5, 1, 1, 1)]
+"""Whole tensors balance over two threads: the one-launch tensor-wise kernel takes them."""
+
+
+@pytest.mark.parametrize("shapes", [CHUNKY_SHAPES, BALANCED_SHAPES], ids=["chunks", "tensorwise"])
 @pytest.mark.parametrize("kw", [dict(weight_decay=0.01), dict(znorm_include_1d=True,
                          weight_decay=0.05, decoupled_weight_decay=True)])
-def test_fused_cpu_kernel_over_many_chunks_equals_adam_on_zscored_gradients(kw: dict) -> None:
-    """Tensors of several chunks with ragged ends: the chunked statistics and update equal the
-    reference transform followed by stock Adam."""
-    shapes = [(300, 250), (cpu_kernels.CHUNK + 3,), (7, 3, 3, 3), (1,), (2 * cpu_kernels.CHUNK,)]
+def test_fused_cpu_kernels_equal_adam_on_zscored_gradients(
+    kw: dict, shapes: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both kernel layouts equal the reference transform followed by stock Adam, including an
+    ill-conditioned tensor (|mean| >> std) and a constant one."""
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     gen = torch.Generator().manual_seed(3)
     ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
     ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
@@ -206,16 +228,38 @@ def test_fused_cpu_kernel_over_many_chunks_equals_adam_on_zscored_gradients(kw: 
     stock_kw = {k: v for k, v in kw.items() if not k.startswith("znorm")}
     stock = torch.optim.Adam(ref, lr=1e-2, **stock_kw)
     opts = ZNormOptions(include_1d=kw.get("znorm_include_1d", False))
+    assert (opt._plan(ours)[1] is not None) == (shapes is BALANCED_SHAPES)
     for step in range(3):
         for a, b in zip(ours, ref, strict=True):
             a.grad = torch.randn(a.shape, generator=gen) * 1e-3 + 2e-4 * step
             b.grad = a.grad.clone()
+        ours[0].grad += 0.5  # ill-conditioned: one-pass moments would cancel
+        ours[2].grad.fill_(0.25)  # constant: becomes zeros
+        ref[0].grad, ref[2].grad = ours[0].grad.clone(), ours[2].grad.clone()
         assert opt._cpu_kernel_applies()
         opt.step()
         znorm_reference_([b.grad for b in ref], opts)
         stock.step()
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_both_kernel_layouts_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    gen = torch.Generator().manual_seed(5)
+    a = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in BALANCED_SHAPES]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    tensorwise, chunked = ZNormAdam(a, lr=1e-2), ZNormAdam(b, lr=1e-2)
+    chunked.tensorwise_kernel = False
+    assert tensorwise._plan(a)[1] is not None and chunked._plan(b)[1] is None
+    for _ in range(3):
+        for pa, pb in zip(a, b, strict=True):
+            pa.grad = torch.randn(pa.shape, generator=gen)
+            pb.grad = pa.grad.clone()
+        tensorwise.step()
+        chunked.step()
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
 
 
 def test_non_contiguous_parameters_fall_back_to_the_torch_path() -> None:
