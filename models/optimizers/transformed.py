@@ -163,11 +163,12 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
     ``znorm_include_1d`` and ``znorm_unbiased`` (see ``ZNormOptions``). One step equals
     ``torch.optim.Adam.step()`` on the gradients after ``znorm_reference_``.
 
-    Implementation: unless ``fused=False`` or ``foreach`` is given, contiguous float32 CPU
-    parameters take the fused CPU kernels of ``cpu_kernels`` (``p.grad`` is left as it was;
-    per-tensor statistics only): where whole tensors balance over the threads, one launch in which
-    each thread takes the statistics of a tensor and updates it at once (its gradient still in
-    cache); otherwise a statistics launch and an update launch over chunks of all tensors.
+    Implementation: unless ``fused=False`` or ``foreach`` is given, dense float32 CPU parameters
+    (contiguous or channels-last, gradients and moments laid out alike) take the fused CPU
+    kernels of ``cpu_kernels`` (``p.grad`` is left as it was; per-tensor statistics only): where
+    whole tensors balance over the threads, one launch in which each thread takes the statistics
+    of a tensor and updates it at once (its gradient still in cache); otherwise a statistics
+    launch and an update launch over chunks of all tensors.
     Everything else runs ZNorm on ``p.grad`` in place, then stock Adam (torch's fused Adam where
     the device has one, unless ``fused=False`` or ``foreach`` says otherwise).
     """
@@ -239,10 +240,10 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
                     and p.dtype == torch.float32
                     and p.grad.dtype == torch.float32
                     and not p.grad.is_sparse
-                    and p.is_contiguous()
-                    and p.grad.is_contiguous()
+                    and _dense(p)
+                    and p.grad.stride() == p.stride()
                     and all(
-                        t.is_contiguous() and t.dtype == torch.float32 and t.numel() == p.numel()
+                        t.dtype == torch.float32 and t.shape == p.shape and t.stride() == p.stride()
                         for k, t in self.state.get(p, {}).items()
                         if k in ("exp_avg", "exp_avg_sq")
                     )
@@ -332,6 +333,14 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             plan = (cpu_kernels.chunk_table(sizes), bins)
             self._plans = {key: plan}
         return plan
+
+
+def _dense(t: Tensor) -> bool:
+    """Elements fill ``numel`` consecutive slots from ``data_ptr()`` (contiguous or channels-last),
+    so an elementwise kernel may walk them flat, given the same strides for every operand."""
+    if t.is_contiguous():
+        return True
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def _addresses(tensors: list[Tensor]) -> np.ndarray:

@@ -128,8 +128,11 @@ def _backward(model: torch.nn.Module, seed: int) -> None:
     torch.nn.functional.mse_loss(model(x), y).backward()
 
 
-def _run_pair(ours_factory, stock_factory, transform, steps: int = 4) -> None:
+def _run_pair(ours_factory, stock_factory, transform, steps: int = 4,
+              channels_last: bool = False) -> None:
     a, b = _model(), _model()
+    if channels_last:
+        a, b = (m.to(memory_format=torch.channels_last) for m in (a, b))
     ours, stock = ours_factory(a.parameters()), stock_factory(b.parameters())
     for step in range(steps):
         _backward(a, step)
@@ -260,6 +263,23 @@ def test_both_kernel_layouts_agree(monkeypatch: pytest.MonkeyPatch) -> None:
         chunked.step()
     for pa, pb in zip(a, b, strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+
+
+def test_channels_last_parameters_take_the_kernel_and_equal_the_torch_path() -> None:
+    """Training runs the model channels-last: its conv weights are dense but not contiguous."""
+
+    def factory(**kw):
+        def make(params):
+            return ZNormAdam(params, lr=1e-2, weight_decay=0.01, **kw)
+
+        return make
+
+    a = _model().to(memory_format=torch.channels_last)
+    assert not a[0].weight.is_contiguous()
+    _backward(a, 0)
+    assert a[0].weight.grad.stride() == a[0].weight.stride()
+    assert factory()(a.parameters())._cpu_kernel_applies()
+    _run_pair(factory(), factory(fused=False), lambda g: None, channels_last=True)
 
 
 def test_non_contiguous_parameters_fall_back_to_the_torch_path() -> None:
