@@ -140,26 +140,28 @@ class ModelService:
 
 
 def configure_threads(settings: ServeSettings) -> int:
-    """Set torch's intra-op threads for threads started from now on (the model threads)."""
-    threads = settings.torch_threads or default_torch_threads()
+    """Set torch's intra-op threads for threads started from now on (the model threads); by
+    default the usable cores shared out over the ``model_workers``."""
+    threads = settings.torch_threads or max(1, default_torch_threads() // settings.model_workers)
     torch.set_num_threads(threads)
     log.info("torch uses %d intra-op thread(s)", threads)
     return threads
 
 
 def default_torch_threads() -> int:
-    """All usable cores but one, which is left to the event loop, decoding and HTTP.
+    """All usable cores (the CPU set this process may run on).
 
-    Intra-op threads synchronise at every layer; when one of them loses its core to the
-    server's own request handling (or to another process), every layer waits for it. On the
-    2-core development machine, two torch threads collapsed to 0.5 slices/s at twice the
-    capacity, while one thread kept answering 6 slices/s (benchmarks/api_load.py).
+    The event loop, decoding and encoding take little CPU next to the network, so the model gets
+    every core: on the quiet 2-core development machine two torch threads answered a single
+    slice in 93 ms (p50) against 142 ms with one, and 14.6 against 8.8 slices/s at 20 requests/s
+    offered, with nothing lost either way (benchmarks/api_load.py). Intra-op threads synchronise
+    at every layer, so on a machine shared with other heavy work (a training run) fewer threads
+    can do better: set ``LGGSEG_SERVE_TORCH_THREADS``.
     """
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return os.cpu_count() or 1
 
 
 def _load(settings: ServeSettings) -> Predictor:

@@ -29,7 +29,7 @@ class ServeSettings(BaseSettings):
     tta: bool = Field(False, description="average with a horizontally flipped pass")
     threshold: float = Field(0.5, gt=0, lt=1)
     torch_threads: int | None = Field(
-        None, ge=1, description="intra-op threads; None: all cores but one (left to HTTP)"
+        None, ge=1, description="intra-op threads; None: every usable core"
     )
     warmup: bool = Field(True, description="run dummy batches at start-up before /readyz is 200")
 
