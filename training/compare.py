@@ -156,13 +156,13 @@ def run_one(cfg: TrainConfig, run_dir: Path, data_dir: Path, threshold: float,
     return row
 
 
-def mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float], digits: int = 3) -> str:
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
         return "n/a"
     if len(finite) == 1:
-        return f"{finite[0]:.3f}"
-    return f"{statistics.mean(finite):.3f} ± {statistics.stdev(finite):.3f}"
+        return f"{finite[0]:.{digits}f}"
+    return f"{statistics.mean(finite):.{digits}f} ± {statistics.stdev(finite):.{digits}f}"
 
 
 def markdown_table(rows: list[dict[str, Any]], budget: str, threshold: float) -> str:
@@ -181,8 +181,8 @@ def markdown_table(rows: list[dict[str, Any]], budget: str, threshold: float) ->
             f"| {name} | {len(runs)} | "
             + " | ".join(mean_std([r[k] for r in runs])
                          for k in ("val_dice", "val_iou", "test_dice", "test_iou"))
-            + f" | {mean_std(reached)} ({n_reached}/{len(runs)} reached) | "
-            + f"{mean_std([r['wall_time_s'] / 60 for r in runs])} |"
+            + f" | {mean_std(reached, 1)} ({n_reached}/{len(runs)} reached) | "
+            + f"{mean_std([r['wall_time_s'] / 60 for r in runs], 1)} |"
         )
     total_min = sum(r["wall_time_s"] + r.get("scoring_time_s", 0.0) for r in rows) / 60
     lines += ["", "Dice and IoU: mean over seeds (± sample std) of the per-patient volumetric "
@@ -196,6 +196,7 @@ def plot_curves(path: Path, curves: dict[str, list[list[dict[str, float]]]]) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, runs in curves.items():
@@ -206,6 +207,7 @@ def plot_curves(path: Path, curves: dict[str, list[list[dict[str, float]]]]) -> 
                       if int(r["epoch"]) == epoch and not math.isnan(r["val_mean_patient_dice"])]
             means.append(statistics.mean(values) if values else math.nan)
         ax.plot(epochs, means, marker="o", label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation mean patient Dice (mean over seeds)")
     ax.set_ylim(0, 1)

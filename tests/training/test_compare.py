@@ -15,6 +15,7 @@ def test_mean_std_and_threshold_epochs() -> None:
     assert mean_std([0.5, 0.7]) == "0.600 ± 0.141"
     assert mean_std([0.25, math.nan]) == "0.250"
     assert mean_std([math.nan]) == "n/a"
+    assert mean_std([2.0, 3.0], 1) == "2.5 ± 0.7"
     curve = [{"epoch": 1.0, "val_mean_patient_dice": 0.2}, {"epoch": 2.0,
              "val_mean_patient_dice": 0.75}, {"epoch": 3.0, "val_mean_patient_dice": 0.9}]
     assert epochs_to_reach(curve, 0.7) == 2.0
@@ -31,8 +32,8 @@ def test_markdown_table_groups_runs_by_optimizer() -> None:
     table = markdown_table(rows, "resnet18 at 32x32, 2 epochs", 0.7)
     assert table.startswith("Budget (identical for every optimizer): resnet18 at 32x32")
     adam = next(line for line in table.splitlines() if line.startswith("| adam |"))
-    assert "| 2 | 0.700 ± 0.141 |" in adam and "3.000 (1/2 reached)" in adam
-    assert adam.endswith("| 2.000 ± 0.000 |")
+    assert "| 2 | 0.700 ± 0.141 |" in adam and "3.0 (1/2 reached)" in adam
+    assert adam.endswith("| 2.0 ± 0.0 |")
     znorm = next(line for line in table.splitlines() if line.startswith("| znorm-adam |"))
     assert "| 1 | 0.900 | 0.800 | 0.850 | 0.750 |" in znorm
 
