@@ -2,14 +2,21 @@
 one pass that normalises and applies the Adam update together, so the normalised gradient is
 never written to memory. Compiled on first use and cached on disk (``cache=True``).
 
-Each pass is one parallel launch over a whole parameter group: the tensors are cut into chunks
-of at most ``CHUNK`` elements (a ``ChunkTable``) and the threads share out the chunks, so small
-tensors cost a chunk each instead of a launch each. The tensors reach the kernels as addresses
-(``Tensor.data_ptr()``), which the caller keeps alive for the call.
+Two layouts, each a fixed number of parallel launches per parameter group, whatever the number
+of tensors:
+- ``znorm_adam_update`` (one launch): threads take whole tensors (``tensor_bins``, balanced
+  longest-first) and update each right after its statistics pass, while its gradient is still
+  in cache. Used where whole tensors balance over the threads (a ResNet's do).
+- ``sums`` then ``adam_update`` (two launches): the tensors are cut into chunks of at most
+  ``CHUNK`` elements (a ``ChunkTable``) and the threads share out the chunks. Used where one
+  tensor is too large a share of the work.
+The tensors reach the kernels as addresses (``Tensor.data_ptr()``), which the caller keeps
+alive for the call.
 
 The arithmetic follows ``torch.optim.Adam`` (``_single_tensor_adam``) operation for operation:
     g_hat = (g - mean) * scale            [+ wd * p, or p *= 1 - lr * wd when decoupled]
-                                          (mean in two float32 parts: exact where |mean| >> std)
+                                          (mean as two float32 parts, so |mean| >> std costs
+                                           no precision beyond one rounding)
     m = m + (1 - beta1) * (g_hat - m)     (lerp)
     v = beta2 * v + (1 - beta2) * g_hat * g_hat
     p = p - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
@@ -88,7 +95,8 @@ def _adam_range(
     weight_decay: float, lr: float, decoupled: bool,
 ) -> None:  # fmt: skip
     """The Adam update of elements ``start:stop`` on ``(g - mean) * scale``, in float32."""
-    # mean as float32 hi + lo: g - hi is exact near the mean, so |mean| >> std loses nothing.
+    # mean as float32 hi + lo: g - hi is exact near the mean (Sterbenz), so |mean| >> std costs
+    # no precision beyond one rounding.
     mean_hi = np.float32(mean)
     mean_lo = np.float32(mean - np.float64(mean_hi))
     scale32 = np.float32(scale)
