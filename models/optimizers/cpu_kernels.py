@@ -216,6 +216,23 @@ def _tensorwise_znorm_adam(
             )  # fmt: skip
 
 
+class AdamSettings(NamedTuple):
+    """One param group's Adam hyper-parameters; ``step`` is each tensor's step count after
+    this step."""
+
+    step: np.ndarray
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled: bool
+
+    def step_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per tensor ``step_size = lr / (1 - beta1**step)`` and ``sqrt(1 - beta2**step)``."""
+        return self.lr / (1.0 - self.beta1**self.step), np.sqrt(1.0 - self.beta2**self.step)
+
+
 def sums(g_addr: np.ndarray, table: ChunkTable) -> np.ndarray:
     """Per tensor (sum, sum of squares) of the float32 tensors at ``g_addr``, in float64:
     an array of shape (number of tensors, 2)."""
@@ -230,25 +247,17 @@ def adam_update(
     m_addr: np.ndarray,
     v_addr: np.ndarray,
     table: ChunkTable,
+    adam: AdamSettings,
     *,
     mean: np.ndarray,
     scale: np.ndarray,
-    step: np.ndarray,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled: bool,
 ) -> None:
     """One Adam update, in place, of the float32 tensors at the addresses, on ``(g - mean) *
-    scale``; ``mean``, ``scale`` and ``step`` (the step count after this step) are per tensor."""
-    step_size = lr / (1.0 - beta1**step)
-    bias_correction2_sqrt = np.sqrt(1.0 - beta2**step)
+    scale``; ``mean`` and ``scale`` are per tensor."""
     _chunk_adam(
-        p_addr, g_addr, m_addr, v_addr, table.tensor, table.start, table.stop,
-        mean, scale, step_size, bias_correction2_sqrt,
-        beta1, beta2, eps, weight_decay, lr, decoupled,
+        p_addr, g_addr, m_addr, v_addr, table.tensor, table.start, table.stop, mean, scale,
+        *adam.step_factors(), adam.beta1, adam.beta2, adam.eps, adam.weight_decay, adam.lr,
+        adam.decoupled,
     )  # fmt: skip
 
 
@@ -284,25 +293,19 @@ def znorm_adam_update(
     m_addr: np.ndarray,
     v_addr: np.ndarray,
     bins: TensorBins,
+    adam: AdamSettings,
     *,
     normalise: np.ndarray,
     unbiased: bool,
     znorm_eps: float,
     ill_conditioned: float,
     constant_rtol: float,
-    step: np.ndarray,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled: bool,
 ) -> None:
     """Statistics and Adam update in one launch: each thread takes whole tensors and updates
     each right after its statistics pass, while its gradient is still in cache. Tensors with
     ``normalise[t]`` False are updated on their raw gradient."""
     _tensorwise_znorm_adam(
         bins.bin_start, bins.order, bins.sizes, normalise, p_addr, g_addr, m_addr, v_addr,
-        lr / (1.0 - beta1**step), np.sqrt(1.0 - beta2**step), 1 if unbiased else 0,
-        znorm_eps, ill_conditioned, constant_rtol, beta1, beta2, eps, weight_decay, lr, decoupled,
+        *adam.step_factors(), 1 if unbiased else 0, znorm_eps, ill_conditioned, constant_rtol,
+        adam.beta1, adam.beta2, adam.eps, adam.weight_decay, adam.lr, adam.decoupled,
     )  # fmt: skip

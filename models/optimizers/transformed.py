@@ -287,7 +287,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             _addresses([s["exp_avg"] for s in states]),
             _addresses([s["exp_avg_sq"] for s in states]),
         )
-        adam = dict(
+        adam = cpu_kernels.AdamSettings(
             step=torch.stack(steps).double().numpy(),
             lr=group["lr"],
             beta1=group["betas"][0],
@@ -301,12 +301,12 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             cpu_kernels.znorm_adam_update(
                 *addresses,
                 bins,
+                adam,
                 normalise=normalise,
                 unbiased=opts.unbiased,
                 znorm_eps=opts.eps,
                 ill_conditioned=ILL_CONDITIONED,
                 constant_rtol=CONSTANT_RTOL,
-                **adam,
             )
             return
         mean = np.zeros(len(params))
@@ -317,7 +317,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             mean[picked], scale[picked] = mean_and_scale(
                 [grads[i] for i in picked], moments[:, 0], moments[:, 1], opts.unbiased, opts.eps
             )
-        cpu_kernels.adam_update(*addresses, table, mean=mean, scale=scale, **adam)
+        cpu_kernels.adam_update(*addresses, table, adam, mean=mean, scale=scale)
 
     def _plan(
         self, params: list[Tensor]
