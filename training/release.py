@@ -6,7 +6,7 @@ source and citation, the split manifest, config, preprocessing, library versions
 wall time, test metrics and the intended use.
 
     python -m training.release --run runs/release --data-dir ../shared/data/lgg/kaggle_3m \\
-        --out models/weights/lgg-resnet50-unet-znorm.safetensors --version 0.1.0
+        --out models/weights/lgg-resnet50-unet-znorm.safetensors --version 0.2.0
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ AMD EPYC with AVX512-BF16; see ``inference/README.md``):
 | checkpoint | max abs dp | mean abs dp | pooled mask Dice | worst slice Dice |
 |---|---|---|---|---|
 | resnet18 @64, 2 epochs (val Dice 0.56) | 0.013 | 0.0003 | 0.996 | 0.94 (177 px tumour) |
-| bundled release 0.1.0 (resnet50 @256) | 0.064 | 0.00003 | 0.995 | |
+| bundled release 0.2.0 (resnet50 @256) | 0.035 | 0.00001 | 0.999 | |
 | resnet50 @256, random weights, logits spread x2e4 | 0.39 | 0.0033 | 0.990 | 0.983 |
 | resnet18 @64, random weights, logits spread x2e4 | 0.24 | 0.0023 | 0.994 | 0.991 |
 
@@ -68,7 +68,7 @@ def test_bf16_agrees_with_fp32_trained_model(lgg_dir: Path) -> None:
         )
     worst, mean, pooled = compare(checkpoint, real_slices(lgg_dir, patients=9))
     assert pooled >= 0.98, f"mask Dice bf16 vs fp32 {pooled:.4f}"
-    # The release model measures 0.064 at its worst pixel (a boundary pixel; mean 3e-5): what
+    # Release 0.2.0 measures 0.035 at its worst pixel (0.1.0: 0.064; mean 1e-5): what
     # matters is the mask, so the bound on one pixel is loose and the mean one tight.
     assert worst <= 0.1, f"max |dp| {worst:.4f}"
     assert mean <= 0.002, f"mean |dp| {mean:.5f}"
