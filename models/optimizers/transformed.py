@@ -173,7 +173,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
     the device has one, unless ``fused=False`` or ``foreach`` says otherwise).
     """
 
-    tensorwise_kernel: ClassVar[bool] = True
+    tensorwise_kernel: bool = True
     """False: always the chunked two-launch kernels (tests compare the two)."""
 
     def __init__(
@@ -209,7 +209,7 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             **kwargs,
         )
         self._use_cpu_kernel = fused is not False and foreach is None
-        self._plans: dict[tuple[Any, ...], tuple[cpu_kernels.ChunkTable, Any]] = {}
+        self._plans: dict[int, tuple[tuple[Any, ...], Any]] = {}
         if fused is None and not foreach:
             for group in self.param_groups:  # torch's fused Adam where it exists
                 if all(
@@ -259,11 +259,11 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._kernel_step(group)
+        for index, group in enumerate(self.param_groups):
+            self._kernel_step(index, group)
         return loss
 
-    def _kernel_step(self, group: dict[str, Any]) -> None:
+    def _kernel_step(self, index: int, group: dict[str, Any]) -> None:
         params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
         if not params:
             return
@@ -296,11 +296,11 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
             weight_decay=group["weight_decay"],
             decoupled=group["decoupled_weight_decay"],
         )
-        table, bins = self._plan(params)
-        if bins is not None:
+        plan = self._plan(index, params)
+        if isinstance(plan, cpu_kernels.TensorBins):
             cpu_kernels.znorm_adam_update(
                 *addresses,
-                bins,
+                plan,
                 adam,
                 normalise=normalise,
                 unbiased=opts.unbiased,
@@ -313,25 +313,26 @@ class ZNormAdam(ZNormMixin, Adam):  # type: ignore[misc]
         scale = np.ones(len(params))
         picked = np.flatnonzero(normalise)
         if picked.size:
-            moments = torch.from_numpy(cpu_kernels.sums(addresses[1], table)[picked])
+            moments = torch.from_numpy(cpu_kernels.sums(addresses[1], plan)[picked])
             mean[picked], scale[picked] = mean_and_scale(
                 [grads[i] for i in picked], moments[:, 0], moments[:, 1], opts.unbiased, opts.eps
             )
-        cpu_kernels.adam_update(*addresses, table, adam, mean=mean, scale=scale)
+        cpu_kernels.adam_update(*addresses, plan, adam, mean=mean, scale=scale)
 
     def _plan(
-        self, params: list[Tensor]
-    ) -> tuple[cpu_kernels.ChunkTable, cpu_kernels.TensorBins | None]:
-        """How the kernels share out these parameters (cached while the tensors are the same):
-        whole tensors per thread where they balance, else chunks."""
+        self, index: int, params: list[Tensor]
+    ) -> cpu_kernels.TensorBins | cpu_kernels.ChunkTable:
+        """How the kernels share out param group ``index``'s parameters: whole tensors per thread
+        where they balance, else chunks (cached per group while its tensors are the same)."""
         threads = numba.get_num_threads()
         key = (threads, *((id(p), p.numel()) for p in params))
-        plan = self._plans.get(key)
-        if plan is None:
-            sizes = [p.numel() for p in params]
-            bins = cpu_kernels.tensor_bins(sizes, threads) if self.tensorwise_kernel else None
-            plan = (cpu_kernels.chunk_table(sizes), bins)
-            self._plans = {key: plan}
+        cached = self._plans.get(index)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        sizes = [p.numel() for p in params]
+        bins = cpu_kernels.tensor_bins(sizes, threads) if self.tensorwise_kernel else None
+        plan = bins if bins is not None else cpu_kernels.chunk_table(sizes)
+        self._plans[index] = (key, plan)
         return plan
 
 

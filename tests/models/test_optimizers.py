@@ -231,7 +231,8 @@ def test_fused_cpu_kernels_equal_adam_on_zscored_gradients(
     stock_kw = {k: v for k, v in kw.items() if not k.startswith("znorm")}
     stock = torch.optim.Adam(ref, lr=1e-2, **stock_kw)
     opts = ZNormOptions(include_1d=kw.get("znorm_include_1d", False))
-    assert (opt._plan(ours)[1] is not None) == (shapes is BALANCED_SHAPES)
+    tensorwise = isinstance(opt._plan(0, ours), cpu_kernels.TensorBins)
+    assert tensorwise == (shapes is BALANCED_SHAPES)
     for step in range(3):
         for a, b in zip(ours, ref, strict=True):
             a.grad = torch.randn(a.shape, generator=gen) * 1e-3 + 2e-4 * step
@@ -247,6 +248,29 @@ def test_fused_cpu_kernels_equal_adam_on_zscored_gradients(
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_each_param_group_keeps_its_own_kernel_plan() -> None:
+    """Two groups (different lr): each step reuses both plans and equals the torch path."""
+
+    def groups(model: torch.nn.Module) -> list[dict]:
+        params = list(model.parameters())
+        return [{"params": params[:2], "lr": 1e-2}, {"params": params[2:], "lr": 1e-3}]
+
+    a, b = _model(), _model()
+    ours, ref = ZNormAdam(groups(a)), ZNormAdam(groups(b), fused=False)
+    for step in range(3):
+        _backward(a, step)
+        _backward(b, step)
+        assert ours._cpu_kernel_applies()
+        ours.step()
+        ref.step()
+        if step == 0:
+            plans = {i: plan for i, (_, plan) in ours._plans.items()}
+    assert sorted(ours._plans) == [0, 1]
+    assert all(ours._plans[i][1] is plans[i] for i in (0, 1))  # cached, not rebuilt
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
 def test_both_kernel_layouts_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     gen = torch.Generator().manual_seed(5)
@@ -254,7 +278,8 @@ def test_both_kernel_layouts_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
     tensorwise, chunked = ZNormAdam(a, lr=1e-2), ZNormAdam(b, lr=1e-2)
     chunked.tensorwise_kernel = False
-    assert tensorwise._plan(a)[1] is not None and chunked._plan(b)[1] is None
+    assert isinstance(tensorwise._plan(0, a), cpu_kernels.TensorBins)
+    assert isinstance(chunked._plan(0, b), cpu_kernels.ChunkTable)
     for _ in range(3):
         for pa, pb in zip(a, b, strict=True):
             pa.grad = torch.randn(pa.shape, generator=gen)
