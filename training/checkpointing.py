@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 RESUME_FORMAT = "lggseg-resume/1"
 DATA_SOURCE = (
-    "LGG MRI segmentation (Buda, Saha, Mazurowski 2019; TCGA-LGG via The Cancer Imaging Archive), "
-    "kaggle_3m layout"
+    "LGG MRI segmentation (kaggle_3m; Buda, Saha, Mazurowski 2019): FLAIR-abnormality masks of "
+    "TCGA-LGG patients from The Cancer Imaging Archive, used under its data usage policy"
 )
 
 

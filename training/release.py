@@ -21,12 +21,9 @@ import torch
 
 from models import BUNDLED_CHECKPOINT
 from models.checkpoint import INTENDED_USE, CheckpointError, load_checkpoint, save_checkpoint
+from training.checkpointing import DATA_SOURCE
 from training.evaluate import evaluate
 
-DATA_SOURCE = (
-    "LGG MRI segmentation (kaggle_3m; Buda, Saha, Mazurowski 2019): FLAIR-abnormality masks of "
-    "TCGA-LGG patients from The Cancer Imaging Archive, used under its data usage policy"
-)
 CITATION = [
     "M. Buda, A. Saha, M. A. Mazurowski, Association of genomic subtypes of lower-grade gliomas "
     "with shape features automatically extracted by a deep learning algorithm, Computers in "
