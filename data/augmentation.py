@@ -138,3 +138,28 @@ def build_augmentation(
         A.RandomGamma(gamma_limit=s["gamma"], p=s["intensity_p"]),
     ]
     return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST, seed=seed)
+
+
+def build_patch_crop(
+    patch_size: int, foreground: float = 0.67, *, seed: int | None = None
+) -> A.Compose:
+    """Random ``patch_size`` squares of a preprocessed ``S x S x 3`` slice, biased toward tumour.
+
+    Patch training: the network is fully convolutional, so it learns from crops and still
+    segments whole slices; a crop costs ``(patch / S)^2`` of a slice's compute. With probability
+    ``foreground`` the crop contains a random tumour pixel when the slice has one (nnU-Net's
+    foreground oversampling); otherwise it is placed uniformly. It runs AFTER the preprocessing,
+    so the intensity z-score still comes from the whole slice, exactly as at inference.
+    """
+    if patch_size < 32 or patch_size % 32:
+        raise ValueError(f"patch_size must be a multiple of 32 (>= 32), got {patch_size}")
+    if not 0.0 <= foreground <= 1.0:
+        raise ValueError(f"foreground must lie in [0, 1], got {foreground}")
+    crop = A.OneOf(
+        [
+            A.CropNonEmptyMaskIfExists(patch_size, patch_size, p=foreground),
+            A.RandomCrop(patch_size, patch_size, p=1.0 - foreground),
+        ],
+        p=1.0,
+    )
+    return A.Compose([crop], seed=seed)

@@ -102,11 +102,13 @@ class SliceDataset(Dataset[dict[str, object]]):
         preprocessing: PreprocessingConfig,
         *,
         augment: A.Compose | None = None,
+        crop: A.Compose | None = None,
         cache: SliceCache | None = None,
     ) -> None:
         self.records: list[SliceRecord] = [s for p in patients for s in p.slices]
         self.preprocessing = preprocessing
         self.augment = augment
+        self.crop = crop
         self.cache = cache
         if cache is not None:
             missing = [r for r in self.records if r not in cache]
@@ -133,12 +135,24 @@ class SliceDataset(Dataset[dict[str, object]]):
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
+        model_image = preprocess_image(image, self.preprocessing)
+        model_mask = preprocess_mask(mask, self.preprocessing)
+        if self.crop is not None:
+            out = self.crop(image=model_image.transpose(1, 2, 0), mask=model_mask[0])
+            model_image = np.ascontiguousarray(out["image"].transpose(2, 0, 1))
+            model_mask = np.ascontiguousarray(out["mask"][None])
         return {
-            "image": torch.from_numpy(preprocess_image(image, self.preprocessing)),
-            "mask": torch.from_numpy(preprocess_mask(mask, self.preprocessing)),
+            "image": torch.from_numpy(model_image),
+            "mask": torch.from_numpy(model_mask),
             "patient_id": record.patient_id,
             "slice_index": record.index,
         }
+
+    def reseed(self, seed: int) -> None:
+        """Seed the random pipelines (augmentation, crop), each from its own derived seed."""
+        for offset, pipeline in enumerate((self.augment, self.crop)):
+            if pipeline is not None:
+                pipeline.set_random_seed((seed + offset) % 2**32)
 
     def tumour_pixels(self) -> np.ndarray:
         """Tumour pixels of each item at the original resolution (decodes masks once if no
@@ -181,6 +195,5 @@ def seed_augmentation_worker(worker_id: int) -> None:
     dataset = info.dataset
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    augment = getattr(dataset, "augment", None)
-    if augment is not None:
-        augment.set_random_seed(info.seed % 2**32)
+    if isinstance(dataset, SliceDataset):
+        dataset.reseed(info.seed)

@@ -19,6 +19,7 @@ FLAG_TO_CONFIG: dict[str, tuple[str, str]] = {
     "cache": ("data", "cache"),
     "augmentation": ("data", "augmentation"),
     "split_seed": ("data", "split_seed"),
+    "patch_size": ("data", "patch_size"),
     "image_size": ("preprocessing", "image_size"),
     "backbone": ("model", "backbone"),
     "optimizer": ("optimizer", "name"),
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--augmentation", choices=["none", "light", "default", "strong"],
                       help="training augmentation strength")
     data.add_argument("--split-seed", type=int, help="seed of the patient-level split")
+    data.add_argument("--patch-size", type=int, metavar="P",
+                      help="train on P x P crops of the preprocessed slices, biased toward "
+                           "tumour (multiple of 32; validation stays on whole slices)")
 
     model = parser.add_argument_group("model and preprocessing")
     model.add_argument("--image-size", type=int, metavar="S",

@@ -53,6 +53,8 @@ class DataConfig(_Section):
     split_seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     augmentation: Literal["none", "light", "default", "strong"] = "default"
+    patch_size: int | None = Field(None, ge=32, multiple_of=32)
+    patch_foreground: float = Field(0.67, ge=0.0, le=1.0)
 
     @field_validator("split_fractions")
     @classmethod
@@ -138,6 +140,12 @@ class TrainConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        patch = self.data.patch_size
+        if patch is not None and patch > self.preprocessing.image_size:
+            raise ValueError(
+                f"data.patch_size={patch} is larger than preprocessing.image_size="
+                f"{self.preprocessing.image_size}"
+            )
         if self.model.in_channels != len(self.preprocessing.channels):
             raise ValueError(
                 f"model.in_channels={self.model.in_channels} but preprocessing gives "

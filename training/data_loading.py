@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
-from data.augmentation import build_augmentation
+from data.augmentation import build_augmentation, build_patch_crop
 from data.dataset import SliceCache, SliceDataset, seed_augmentation_worker
 from data.kaggle3m import PatientRecord
 from data.split import Split, make_split
@@ -95,7 +94,7 @@ class DataBundle:
     val_patients: list[str]
     sampler: DistributedSampler | WeightedDistributedSampler
     generator: torch.Generator
-    augment: A.Compose | None
+    train_set: SliceDataset
     seed: int
     rank: int
 
@@ -104,8 +103,7 @@ class DataBundle:
         self.sampler.set_epoch(epoch)
         seed = epoch_seed(self.seed, epoch, self.rank)
         self.generator.manual_seed(seed)
-        if self.augment is not None:
-            self.augment.set_random_seed(seed)
+        self.train_set.reseed(seed)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -127,7 +125,12 @@ def build_data(
         augment = build_augmentation(
             cfg.preprocessing.image_size, cfg.data.augmentation, seed=cfg.training.seed
         )
-    train_set = SliceDataset(train_patients, cfg.preprocessing, augment=augment, cache=cache)
+    crop = None
+    if cfg.data.patch_size is not None:
+        crop = build_patch_crop(cfg.data.patch_size, cfg.data.patch_foreground,
+                                seed=cfg.training.seed)
+    train_set = SliceDataset(train_patients, cfg.preprocessing, augment=augment, crop=crop,
+                             cache=cache)
     val_set = SliceDataset(val_patients, cfg.preprocessing, cache=cache)
 
     sampler: DistributedSampler | WeightedDistributedSampler
@@ -182,7 +185,7 @@ def build_data(
         val_patients=[p.patient_id for p in val_patients],
         sampler=sampler,
         generator=generator,
-        augment=augment,
+        train_set=train_set,
         seed=cfg.training.seed,
         rank=runtime.rank,
     )
