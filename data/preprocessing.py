@@ -3,7 +3,8 @@
 Every slice is handled on its own (never with statistics of its volume), so a single uploaded
 slice is fed to the model exactly as it was during training:
 
-1. ``to_hwc3``: any 2-D image becomes float32 ``H x W x 3`` (grey is repeated, alpha dropped).
+1. ``to_hwc3``: a 3-channel slice (pre-contrast, FLAIR, post-contrast) becomes float32
+   ``H x W x 3`` (alpha dropped); 1- and 2-channel images are refused.
 2. ``resize_image``: bilinear resize to ``image_size`` x ``image_size`` (skipped when equal).
 3. ``normalize_intensity``: per channel z-score over that channel's non-zero (brain) pixels;
    background stays 0. This is invariant to the input's scale and offset, so 8-bit, 16-bit
@@ -35,26 +36,38 @@ class PreprocessingConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def to_hwc3(image: np.ndarray) -> np.ndarray:
-    """Convert a 2-D image array to float32 ``H x W x 3``.
+SEQUENCES_NEEDED = (
+    "the model needs three co-registered MRI sequences as the image's 3 channels: "
+    "pre-contrast, FLAIR, post-contrast (in that order, as in the LGG kaggle_3m .tif files)"
+)
 
-    Accepted: ``H x W`` (grey, repeated to 3 channels), ``H x W x 1``, ``H x W x 3``,
-    ``H x W x 4`` (alpha dropped). Non-finite values raise, never pass silently.
+
+class ChannelError(ValueError):
+    """An image without the three sequences the model reads; the message names them."""
+
+
+def to_hwc3(image: np.ndarray) -> np.ndarray:
+    """Convert a 2-D slice to float32 ``H x W x 3`` (pre-contrast, FLAIR, post-contrast).
+
+    Accepted: ``H x W x 3`` and ``H x W x 4`` (alpha dropped). A slice with one or two channels
+    (grey, grey + alpha) lacks sequences the model needs and raises ChannelError: the model
+    would still answer, but its answer would mean nothing. Non-finite values raise too.
     """
     arr = np.asarray(image)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"unsupported pixel type {arr.dtype}; expected integers or floats")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 2)):
+        channels = 1 if arr.ndim == 2 else arr.shape[2]
+        raise ChannelError(f"this image has {channels} channel{'s' * (channels > 1)}; "
+                           f"{SEQUENCES_NEEDED}")
+    if arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, :3]
     elif not (arr.ndim == 3 and arr.shape[2] == 3):
         raise ValueError(
-            f"expected a 2-D slice (H x W, or H x W x 1/3/4 channels); got shape {arr.shape}"
+            f"expected a 2-D slice (H x W x 3 channels: pre-contrast, FLAIR, post-contrast); "
+            f"got shape {arr.shape}"
         )
     out = arr.astype(np.float32)
     if not np.isfinite(out).all():
