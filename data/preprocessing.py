@@ -46,6 +46,15 @@ class ChannelError(ValueError):
     """An image without the three sequences the model reads; the message names them."""
 
 
+def check_channels(image: np.ndarray) -> None:
+    """Raise ChannelError for a slice with one or two channels (``H x W``, ``H x W x 1|2``)."""
+    shape = np.shape(image)
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 2)):
+        channels = 1 if len(shape) == 2 else shape[2]
+        raise ChannelError(f"this image has {channels} channel{'s' * (channels > 1)}; "
+                           f"{SEQUENCES_NEEDED}")
+
+
 def to_hwc3(image: np.ndarray) -> np.ndarray:
     """Convert a 2-D slice to float32 ``H x W x 3`` (pre-contrast, FLAIR, post-contrast).
 
@@ -58,10 +67,7 @@ def to_hwc3(image: np.ndarray) -> np.ndarray:
         arr = arr.astype(np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"unsupported pixel type {arr.dtype}; expected integers or floats")
-    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 2)):
-        channels = 1 if arr.ndim == 2 else arr.shape[2]
-        raise ChannelError(f"this image has {channels} channel{'s' * (channels > 1)}; "
-                           f"{SEQUENCES_NEEDED}")
+    check_channels(arr)
     if arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, :3]
     elif not (arr.ndim == 3 and arr.shape[2] == 3):

@@ -596,3 +596,14 @@ def decode_nifti(data: bytes, limits: DecodeLimits | None = None) -> Volume:
         arr = arr[:, :, None] if arr.ndim == 2 else arr[:, :, None, :]
     check_geometry(arr.shape[0], arr.shape[1], limits)
     return Volume(arr, vol.affine, vol.zooms, "nifti", vol.header)
+
+
+JPEG_WARNING = (
+    "JPEG is lossy: its compression changed this slice's pixels, and the segmentation with "
+    "them (the model was trained on lossless TIFF); send PNG, TIFF or NIfTI for a faithful answer"
+)
+
+
+def lossy_warning(data: bytes) -> str | None:
+    """A warning for the user when ``data`` (already decoded fine) is a lossy JPEG, else None."""
+    return JPEG_WARNING if sniff(data) == "jpeg" else None

@@ -1,19 +1,26 @@
 """Segment slices, patient folders and NIfTI volumes from the command line.
 
-    python -m inference.predict INPUT... [--checkpoint CKPT] --out DIR [--tta] [--device cpu]
+    python -m inference.predict INPUT... [--checkpoint CKPT] --out DIR [--tta] [--overwrite]
 
 Inputs (the format of a file is sniffed from its bytes, not its name):
 
-- a slice image (TIFF, PNG, JPEG) -> ``DIR/<name>_mask.png`` (0 background, 255 tumour);
+- a slice image (TIFF, PNG, JPEG) -> ``DIR/<name>_pred.png`` (0 background, 255 tumour);
 - a kaggle_3m patient folder (``TCGA_<inst>_<patient>_<date>/``) ->
-  ``DIR/<patient>/<slice>_mask.png`` for each slice; where the folder has ground-truth
-  masks, areas.csv also gets Dice per slice;
+  ``DIR/<patient>/<slice>_pred.png`` for each slice;
 - a kaggle_3m root (a folder of patient folders) -> every patient, as above;
-- a NIfTI (``.nii`` / ``.nii.gz``, a slice or a volume) -> ``DIR/<name>_mask.nii.gz``
+- a NIfTI (``.nii`` / ``.nii.gz``, a slice or a volume) -> ``DIR/<name>_pred.nii.gz``
   (uint8 0/1 on the input's voxel grid, with the input's affine).
 
+Ground truth: a file named ``<name>_mask.<ext>`` beside ``<name>.<ext>`` (given among the
+inputs, or in a patient folder) is the expert mask of that image: it is never segmented, and
+it adds Dice to the outputs. Predictions are always named ``*_pred.*``, and an existing file is
+never replaced unless ``--overwrite`` is given, so inputs and ground truth are safe even with
+``--out`` set to the input folder.
+
 ``DIR/areas.csv`` lists the tumour area of every slice (pixels, fraction, mm² when the NIfTI
-header gives the pixel spacing, maximum probability, and Dice against a ground truth if any).
+header gives the pixel spacing, maximum probability, Dice against the ground truth if any);
+``DIR/summary.csv`` has one row per case (a slice file, a patient folder or a NIfTI): slices,
+tumour voxels, volume in ml when the spacing is known, and volumetric Dice when there is truth.
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ import numpy as np
 from tqdm import tqdm
 
 from data.kaggle3m import PATIENT_DIR, SLICE_FILE, DatasetError, read_image, read_mask
-from inference.decode import DecodeProblem, decode_nifti, decode_slice, sniff
+from data.masks import MaskError, binary_mask
+from data.naming import is_prediction_name, pair_by_name, prediction_name
+from data.preprocessing import check_channels
+from inference.decode import (
+    DecodeProblem,
+    decode_nifti,
+    decode_slice,
+    lossy_warning,
+    sniff,
+)
 from inference.metrics import dice
 from inference.outputs import mask_to_nifti, mask_to_png, nifti_to_gz_bytes
 from inference.predictor import Predictor, SlicePrediction
@@ -44,15 +60,24 @@ CSV_COLUMNS = [
     "input", "slice", "height", "width", "tumour_pixels", "tumour_fraction", "tumour_mm2",
     "max_probability", "true_pixels", "dice",
 ]  # fmt: skip
+SUMMARY_COLUMNS = [
+    "case", "slices", "slices_with_tumour", "tumour_voxels", "tumour_volume_ml", "true_voxels",
+    "dice",
+]  # fmt: skip
 
 
 class InputError(ValueError):
     """An input path that cannot be used; the message says why."""
 
 
+class OutputExists(OSError):
+    """A prediction would replace an existing file and ``--overwrite`` was not given."""
+
+
 @dataclass
 class SliceFile:
     path: Path
+    mask: Path | None = None
 
 
 @dataclass
@@ -64,6 +89,7 @@ class PatientFolder:
 @dataclass
 class NiftiFile:
     path: Path
+    mask: Path | None = None
 
 
 Job = SliceFile | PatientFolder | NiftiFile
@@ -80,27 +106,55 @@ def _patient_slices(folder: Path) -> list[tuple[int, Path, Path | None]]:
     return sorted(slices, key=lambda s: s[0])
 
 
+def _file_kind(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    try:
+        fmt = sniff(head)
+    except DecodeProblem as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    if fmt == "zip":
+        raise InputError(f"{path}: unzip it first and pass the patient folder")
+    return "nifti" if fmt in ("nifti", "gzip") else "slice"
+
+
+def _file_jobs(files: Sequence[Path]) -> list[Job]:
+    """Image files paired with their ``_mask`` files; predictions of earlier runs skipped."""
+    jobs: list[Job] = []
+    skipped = [f for f in files if is_prediction_name(f.name)]
+    if skipped:
+        log.warning("skipping %d earlier prediction(s) (*_pred.*) among the inputs", len(skipped))
+    files = [f for f in files if not is_prediction_name(f.name)]
+    by_folder: dict[Path, list[Path]] = {}
+    for path in files:
+        by_folder.setdefault(path.parent, []).append(path)
+    for folder_files in by_folder.values():
+        pairs, orphans, duplicates = pair_by_name(folder_files, lambda p: p.name)
+        for mask in orphans:
+            raise InputError(f"{mask}: a ground-truth mask (named *_mask) without its image; "
+                             "pass the image too, or leave the mask out")
+        for duplicate in duplicates:
+            raise InputError(f"{duplicate}: a second file for the same case")
+        for image, mask in pairs:
+            if mask is None:  # the mask may sit beside the image without being named
+                mask = next((m for m in image.parent.glob(f"{image.stem}_mask.*")
+                             if m.is_file()), None)
+            kind = _file_kind(image)
+            jobs.append(NiftiFile(image, mask) if kind == "nifti" else SliceFile(image, mask))
+    return jobs
+
+
 def collect_jobs(inputs: Sequence[Path]) -> list[Job]:
     """Classify every input; raises InputError for a path that is none of the kinds above."""
-    jobs: list[Job] = []
+    files: list[Path] = []
+    folders: list[Job] = []
     for path in inputs:
         if path.is_file():
-            with path.open("rb") as fh:
-                head = fh.read(512)
-            try:
-                fmt = sniff(head)
-            except DecodeProblem as exc:
-                raise InputError(f"{path}: {exc}") from exc
-            if fmt in ("nifti", "gzip"):
-                jobs.append(NiftiFile(path))
-            elif fmt == "zip":
-                raise InputError(f"{path}: unzip it first and pass the patient folder")
-            else:
-                jobs.append(SliceFile(path))
+            files.append(path)
         elif path.is_dir():
             slices = _patient_slices(path)
             if slices:
-                jobs.append(PatientFolder(path, slices))
+                folders.append(PatientFolder(path, slices))
                 continue
             patients = sorted(d for d in path.iterdir() if d.is_dir() and PATIENT_DIR.match(d.name))
             found = [PatientFolder(d, _patient_slices(d)) for d in patients]
@@ -110,40 +164,70 @@ def collect_jobs(inputs: Sequence[Path]) -> list[Job]:
                     f"{path}: neither a kaggle_3m patient folder (TCGA_..._<n>.tif files) nor a "
                     "folder of patient folders"
                 )
-            jobs.extend(found)
+            folders.extend(found)
         else:
             raise InputError(f"{path}: no such file or folder")
-    return jobs
+    return [*_file_jobs(files), *folders]
 
 
 def _slice_count(job: Job) -> int:
     return len(job.slices) if isinstance(job, PatientFolder) else 1
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".png", ".jpeg", ".jpg"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+@dataclass
+class CaseSummary:
+    """One row of summary.csv: a slice file, a patient folder or a NIfTI volume."""
+
+    case: str
+    masks: list[np.ndarray]
+    truths: list[np.ndarray] | None
+    voxel_ml: float | None = None
+
+    def row(self) -> dict[str, Any]:
+        voxels = int(sum(int(m.sum()) for m in self.masks))
+        row: dict[str, Any] = {
+            "case": self.case,
+            "slices": len(self.masks),
+            "slices_with_tumour": sum(bool(m.any()) for m in self.masks),
+            "tumour_voxels": voxels,
+            "tumour_volume_ml": "" if self.voxel_ml is None else f"{voxels * self.voxel_ml:.3f}",
+            "true_voxels": "",
+            "dice": "",
+        }
+        if self.truths is not None:
+            row["true_voxels"] = int(sum(int(t.sum()) for t in self.truths))
+            row["dice"] = f"{dice(np.stack(self.masks), np.stack(self.truths)):.4f}"
+        return row
 
 
 class Writer:
-    """Writes masks under ``out`` (never overwriting one written in this run) and the CSV rows."""
+    """Writes predictions under ``out`` and collects the CSV rows.
 
-    def __init__(self, out: Path) -> None:
+    A target that exists already is refused (``OutputExists``) unless ``overwrite``; two inputs
+    of this run that would share a name get ``_2``, ``_3``... .
+    """
+
+    def __init__(self, out: Path, *, overwrite: bool = False) -> None:
         self.out = out
+        self.overwrite = overwrite
         self.rows: list[dict[str, Any]] = []
+        self.cases: list[CaseSummary] = []
         self._used: set[Path] = set()
 
     def target(self, relative: str) -> Path:
         path = self.out / relative
         base, n = path, 2
         while path in self._used:
-            path = base.with_name(base.name.replace("_mask.", f"_{n}_mask.", 1))
+            path = base.with_name(base.name.replace("_pred.", f"_pred_{n}.", 1))
             n += 1
+        if path.exists() and not self.overwrite:
+            raise OutputExists(f"{path} exists; pass --overwrite to replace it, or choose "
+                               "another --out")
         self._used.add(path)
         return path
+
+    def write(self, relative: str, data: bytes) -> None:
+        atomic_write_bytes(self.target(relative), data)
 
     def row(
         self,
@@ -168,13 +252,15 @@ class Writer:
             }
         )
 
-    def write_csv(self) -> Path:
-        path = self.out / "areas.csv"
-        with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        return path
+    def write_csvs(self) -> tuple[Path, Path]:
+        areas, summary = self.out / "areas.csv", self.out / "summary.csv"
+        for path, columns, rows in ((areas, CSV_COLUMNS, self.rows),
+                                    (summary, SUMMARY_COLUMNS, [c.row() for c in self.cases])):
+            with path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        return areas, summary
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -182,22 +268,44 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _truth(mask: Path | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The ground truth in ``mask`` (decoded with the one mask rule), checked against ``shape``."""
+    if mask is None:
+        return None
+    truth = binary_mask(decode_slice(mask.read_bytes()))
+    if truth.shape != shape:
+        raise MaskError(f"{mask.name} is {truth.shape[0]}x{truth.shape[1]} but its image is "
+                        f"{shape[0]}x{shape[1]}")
+    return truth
+
+
 def run_slices(
     jobs: list[SliceFile], predictor: Predictor, writer: Writer, bar: tqdm, batch_size: int
 ) -> list[str]:
-    """Segment single slice files in batches; returns the files that could not be decoded."""
+    """Segment single slice files in batches; returns the files that could not be used."""
     failures = []
     for chunk in _chunks(jobs, batch_size):
         decoded = []
         for job in chunk:
             try:
-                decoded.append((job, decode_slice(job.path.read_bytes())))
-            except (DecodeProblem, OSError) as exc:
+                data = job.path.read_bytes()
+                image = decode_slice(data)
+                check_channels(image)
+                truth = _truth(job.mask, image.shape[:2])
+                target = writer.target(prediction_name(job.path.name, ".png"))
+            except (DecodeProblem, OSError, ValueError) as exc:
                 failures.append(f"{job.path}: {exc}")
-        preds = predictor.predict_batch([image for _, image in decoded])
-        for (job, _), pred in zip(decoded, preds, strict=True):
-            atomic_write_bytes(writer.target(f"{_stem(job.path)}_mask.png"), mask_to_png(pred.mask))
-            writer.row(job.path, "", pred)
+                continue
+            warning = lossy_warning(data)
+            if warning:
+                print(f"warning: {job.path}: {warning}", file=sys.stderr)
+            decoded.append((job, image, truth, target))
+        preds = predictor.predict_batch([image for _, image, _, _ in decoded])
+        for (job, _, truth, target), pred in zip(decoded, preds, strict=True):
+            atomic_write_bytes(target, mask_to_png(pred.mask))
+            writer.row(job.path, "", pred, truth=truth)
+            writer.cases.append(CaseSummary(job.path.name, [pred.mask],
+                                            None if truth is None else [truth]))
         bar.update(len(chunk))
     return failures
 
@@ -205,14 +313,24 @@ def run_slices(
 def run_patient(
     job: PatientFolder, predictor: Predictor, writer: Writer, bar: tqdm, batch_size: int
 ) -> None:
-    for chunk in _chunks(job.slices, batch_size):
+    masks: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
+    targets = [writer.target(f"{job.path.name}/{prediction_name(image.name, '.png')}")
+               for _, image, _ in job.slices]
+    for chunk, chunk_targets in zip(_chunks(job.slices, batch_size),
+                                    _chunks(targets, batch_size), strict=True):
         images = [read_image(image) for _, image, _ in chunk]
-        for (index, image, mask), pred in zip(chunk, predictor.predict_batch(images), strict=True):
-            name = f"{job.path.name}/{_stem(image)}_mask.png"
-            atomic_write_bytes(writer.target(name), mask_to_png(pred.mask))
+        preds = predictor.predict_batch(images)
+        for (index, _, mask), pred, target in zip(chunk, preds, chunk_targets, strict=True):
+            atomic_write_bytes(target, mask_to_png(pred.mask))
             truth = read_mask(mask) if mask is not None else None
             writer.row(job.path, index, pred, truth=truth)
+            masks.append(pred.mask)
+            if truth is not None:
+                truths.append(truth)
         bar.update(len(chunk))
+    complete = len(truths) == len(masks)
+    writer.cases.append(CaseSummary(job.path.name, masks, truths if complete else None))
 
 
 def run_nifti(
@@ -220,6 +338,13 @@ def run_nifti(
 ) -> None:
     volume = decode_nifti(job.path.read_bytes())
     depth = volume.data.shape[2]
+    truth = None
+    if job.mask is not None:
+        truth = (np.asarray(decode_nifti(job.mask.read_bytes()).data) != 0).astype(np.uint8)
+        if truth.shape != volume.data.shape[:3]:
+            raise MaskError(f"{job.mask.name} has shape {truth.shape} but its volume "
+                            f"{volume.data.shape[:3]}")
+    target = writer.target(prediction_name(job.path.name, ".nii.gz"))
     bar.total += depth - 1
     bar.refresh()
     slices = [volume.data[:, :, k] for k in range(depth)]
@@ -230,9 +355,15 @@ def run_nifti(
         bar.update(len(chunk))
     masks = np.stack([p.mask for p in preds], axis=2)
     image = mask_to_nifti(masks, volume.affine, volume.header)
-    atomic_write_bytes(writer.target(f"{_stem(job.path)}_mask.nii.gz"), nifti_to_gz_bytes(image))
+    atomic_write_bytes(target, nifti_to_gz_bytes(image))
     for k, pred in enumerate(preds):
-        writer.row(job.path, k, pred, pixel_mm2=pixel_mm2)
+        writer.row(job.path, k + 1, pred, pixel_mm2=pixel_mm2,
+                   truth=None if truth is None else truth[:, :, k])
+    voxel_ml = float(np.prod(volume.zooms)) / 1000.0
+    writer.cases.append(CaseSummary(
+        job.path.name, [p.mask for p in preds],
+        None if truth is None else [truth[:, :, k] for k in range(depth)], voxel_ml,
+    ))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m inference.predict",
         description=__doc__,
         epilog=(
-            "Outputs: DIR/<name>_mask.png per slice (0/255), DIR/<patient>/<slice>_mask.png per "
-            "patient slice, DIR/<name>_mask.nii.gz per NIfTI (the input's affine), and "
-            "DIR/areas.csv with the tumour area of every slice. Research use only."
+            "Outputs: DIR/<name>_pred.png per slice (0/255), DIR/<patient>/<slice>_pred.png per "
+            "patient slice, DIR/<name>_pred.nii.gz per NIfTI (the input's affine), "
+            "DIR/areas.csv (every slice) and DIR/summary.csv (every case). Research use only."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -251,11 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=Path,
         metavar="INPUT",
-        help="slice images (tif/png/jpg), kaggle_3m patient folders or their "
-        "root, NIfTI volumes (.nii/.nii.gz)",
+        help="slice images (tif/png/jpg) with optional <name>_mask files, kaggle_3m patient "
+        "folders or their root, NIfTI volumes (.nii/.nii.gz)",
     )
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace predictions (*_pred.*) that exist in DIR (default: refuse)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -307,6 +443,17 @@ def _load(args: argparse.Namespace) -> Predictor:
     )  # fmt: skip
 
 
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    """The per-case table printed at the end."""
+    header = f"{'case':<40} {'slices':>6} {'tumour':>6} {'voxels':>8} {'ml':>8} {'Dice':>6}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['case'][:40]:<40} {r['slices']:>6} {r['slices_with_tumour']:>6} "
+                     f"{r['tumour_voxels']:>8} {r['tumour_volume_ml'] or '-':>8} "
+                     f"{r['dice'] or '-':>6}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -320,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    writer = Writer(args.out)
+    writer = Writer(args.out, overwrite=args.overwrite)
     failures: list[str] = []
     total = sum(_slice_count(job) for job in jobs)
     with tqdm(total=total, unit="slice", desc="segmenting", disable=args.quiet) as bar:
@@ -335,14 +482,16 @@ def main(argv: list[str] | None = None) -> int:
                     run_patient(group[0], predictor, writer, bar, args.batch_size)
                 else:
                     run_nifti(group[0], predictor, writer, bar, args.batch_size)
-            except (DecodeProblem, DatasetError, OSError) as exc:
+            except (DecodeProblem, DatasetError, OSError, ValueError) as exc:
                 failures.append(f"{label}: {exc}")
-    csv_path = writer.write_csv()
+    areas, summary = writer.write_csvs()
+    if writer.cases:
+        print(format_summary([case.row() for case in writer.cases]))
     with_tumour = sum(1 for row in writer.rows if row["tumour_pixels"] > 0)
     print(
         f"segmented {len(writer.rows)} slices from {len(args.inputs)} input(s) with "
         f"{predictor.model_version} ({predictor.precision}); {with_tumour} with tumour; "
-        f"masks and {csv_path.name} in {args.out}"
+        f"predictions, {areas.name} and {summary.name} in {args.out}"
     )
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
