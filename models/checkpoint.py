@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from models.network import ModelConfig, build_model
 
@@ -59,19 +59,25 @@ def save_checkpoint(
     card: dict[str, Any],
     dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Save ``model`` weights (optionally cast, e.g. fp16) and its card; returns the card written.
+    """Save ``model`` weights and its card; returns the card written.
 
+    ``dtype`` (e.g. ``torch.bfloat16``) stores the learnable parameters in that precision;
+    buffers (BatchNorm running statistics, whose variances reach 1e7) always stay float32, since
+    a narrow type cannot hold them. Non-finite values are refused, before the cast and after it.
     ``card`` must hold ``model`` (a ModelConfig dump) and ``preprocessing``. The weights' SHA-256
     is added so a tampered or truncated file is refused at load time.
     """
     for key in ("model", "preprocessing"):
         if key not in card:
             raise ValueError(f"the model card needs a '{key}' section")
+    parameters = {name for name, _ in model.named_parameters()}
     state = {}
     for name, tensor in model.state_dict().items():
         t = tensor.detach().to("cpu").contiguous()
-        if dtype is not None and t.is_floating_point():
+        _require_finite(name, t, "the model holds")
+        if dtype is not None and name in parameters and t.is_floating_point():
             t = t.to(dtype)
+            _require_finite(name, t, f"casting to {dtype} gives")
         state[name] = t
     blob = save(state, metadata={"format": FORMAT})
     full = {"format": FORMAT, **card, "weights_sha256": hashlib.sha256(blob).hexdigest()}
@@ -79,6 +85,15 @@ def save_checkpoint(
     atomic_write_bytes(weights_path, blob)
     atomic_write_json(card_path(weights_path), full)
     return full
+
+
+def _require_finite(name: str, tensor: torch.Tensor, what: str) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(
+            f"{what} {bad} non-finite value(s) in {name}: refusing to write or load weights "
+            "that cannot reproduce the model"
+        )
 
 
 def load_card(weights_path: str | Path) -> dict[str, Any]:
@@ -94,16 +109,15 @@ def load_card(weights_path: str | Path) -> dict[str, Any]:
     return card
 
 
-def load_checkpoint(
-    weights_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from its card and load the weights (fp32, eval mode).
+def read_checkpoint(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The verified tensors and card of a checkpoint, without building the model.
 
-    Raises CheckpointError with the reason for a missing, truncated, tampered or mismatched file.
+    Checks presence, the card, the SHA-256 and the safetensors format, not the values:
+    ``load_checkpoint`` is what inference uses, and it also refuses non-finite tensors.
     """
     path = Path(weights_path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path.name}")
     card = load_card(path)
     blob = path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
@@ -113,13 +127,21 @@ def load_checkpoint(
             f"{str(card.get('weights_sha256'))[:12]}...): truncated or modified"
         )
     try:
+        state = load(blob)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path.name} as safetensors: {exc}") from exc
+    return state, card
+
+
+def build_from_card(
+    card: dict[str, Any], state: dict[str, torch.Tensor], name: str
+) -> torch.nn.Module:
+    """The card's architecture with ``state`` loaded (float32, eval mode); CheckpointError if
+    the tensors do not fit it."""
+    try:
         model_cfg = ModelConfig.model_validate(card["model"])
     except Exception as exc:  # pydantic.ValidationError or KeyError
         raise CheckpointError(f"the card's model section is invalid: {exc}") from exc
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path.name} as safetensors: {exc}") from exc
     model = build_model(model_cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -127,9 +149,29 @@ def load_checkpoint(
     shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
         raise CheckpointError(
-            f"{path.name} does not fit a {model_cfg.backbone} FlexibleUNet: "
+            f"{name} does not fit a {model_cfg.backbone} FlexibleUNet: "
             f"{len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(shapes)} wrong-shape tensors"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    return model.to(device).eval(), card
+    return model.eval()
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+
+
+def load_checkpoint(
+    weights_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from its card and load the weights (fp32, eval mode).
+
+    Raises CheckpointError with the reason for a missing, truncated, tampered or mismatched file,
+    or one holding non-finite values.
+    """
+    state, card = read_checkpoint(weights_path)
+    name = Path(weights_path).name
+    for tensor_name, tensor in state.items():
+        _require_finite(tensor_name, tensor, f"{name} holds")
+    return build_from_card(card, state, name).to(device), card

@@ -1,10 +1,15 @@
 """``python -m training.evaluate``: per-patient (volumetric) scores of a checkpoint.
 
-The model and its preprocessing are rebuilt from the checkpoint's card alone. Every slice of the
-chosen patients is predicted (sigmoid > threshold after resizing the probabilities back to the
-slice's own size, as the inference service does), the slices are stacked into one volume per
-patient, and Dice, IoU, precision, recall and HD95 are computed on that volume with
-``monai.metrics`` (optionally after keeping the largest 3-D connected component).
+The model runs through ``inference.Predictor``, the same object (same preprocessing, precision
+rule and threshold) that serves the API, the viewer and ``inference.predict``, so a score here
+is a score of what users get. Every slice of the chosen patients is predicted at its own size,
+the slices are stacked into one volume per patient, and Dice, IoU, precision, recall and HD95
+are computed on that volume with ``monai.metrics`` (optionally after keeping the largest 3-D
+connected component).
+
+Which patients: ``--split test|val|train|all`` picks from the patient split stored in the card
+(or ``--split-file``); ``--split folder`` scores every patient folder in ``--data-dir``, for an
+external cohort, and warns about any patient the model was trained or tuned on.
 
 Conventions for empty masks (see ``training.metrics``):
   - Dice / IoU: truth and prediction both empty -> 1.0; exactly one empty -> 0.0.
@@ -30,16 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.dataset import SliceDataset
-from data.kaggle3m import DatasetError, PatientRecord, read_mask, scan_dataset
-from data.preprocessing import PreprocessingConfig, restore_size
+from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
-from models.checkpoint import CheckpointError, atomic_write_json, load_checkpoint
+from inference.predictor import Predictor
+from models.checkpoint import CheckpointError, atomic_write_json
 from training.metrics import METRICS, summarize, volume_metrics
-from training.runtime import resolve_amp, resolve_device
+from training.runtime import cpu_model, resolve_device
 
 logger = logging.getLogger("training.evaluate")
 
@@ -64,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="kaggle_3m folder (TCGA_* patient folders)")
     parser.add_argument("--out", type=Path, required=True, metavar="OUT",
                         help="folder for per_patient.csv, summary.json, per_patient_dice.png")
-    parser.add_argument("--split", choices=[*PARTS, "all"], default="test",
-                        help="which patients to score (default test; all = train+val+test)")
+    parser.add_argument("--split", choices=[*PARTS, "all", "folder"], default="test",
+                        help="which patients to score: a part of the card's split (default "
+                             "test; all = train+val+test), or folder = every patient folder in "
+                             "--data-dir (an external cohort; warns about patients the model "
+                             "was trained or tuned on)")
     parser.add_argument("--split-file", type=Path, metavar="SPLIT.json",
                         help="patient split (default: the split stored in the checkpoint card)")
     parser.add_argument("--largest-component", action="store_true",
@@ -73,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold for tumour (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where to run the model (auto: CUDA when available)")
-    parser.add_argument("--amp", choices=["bf16", "fp32", "auto"], default="auto",
-                        help="bf16 autocast, fp32, or auto (bf16 where the device supports it)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto (default): bf16 where the hardware runs it natively, as the "
+                             "API and the viewer do; else fp32")
+    parser.add_argument("--tta", action="store_true",
+                        help="average with a horizontally flipped pass (twice the compute)")
     return parser
 
 
@@ -97,9 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             largest_component=args.largest_component,
             threshold=args.threshold,
             batch_size=args.batch_size,
-            num_workers=args.num_workers,
             device=args.device,
-            amp=args.amp,
+            precision=args.precision,
+            tta=args.tta,
         )
     except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         logger.error("evaluation failed: %s", exc)
@@ -122,28 +130,28 @@ def evaluate(
     largest_component: bool = False,
     threshold: float = 0.5,
     batch_size: int = 16,
-    num_workers: int = 0,
     device: str = "auto",
-    amp: str = "auto",
+    precision: str = "auto",
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Score ``checkpoint`` on one part of the split; writes OUT/ and returns the summary."""
-    dev = resolve_device(device)
-    model, card = load_checkpoint(checkpoint, dev)
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    preprocessing = PreprocessingConfig.model_validate(card["preprocessing"])
-    split = _load_split(card, split_file)
+    """Score ``checkpoint`` on some patients through the Predictor; writes OUT/, returns the
+    summary."""
+    predictor = Predictor.from_checkpoint(
+        checkpoint, resolve_device(device), precision=precision,  # type: ignore[arg-type]
+        tta=tta, threshold=threshold, batch_size=batch_size,
+    )
     patients = scan_dataset(data_dir)
-    chosen = _choose(split, patients, split_name)
-    amp_dtype = resolve_amp(amp, dev)
-    logger.info("scoring %d %s patients on %s (%s)", len(chosen), split_name, dev,
-                "bf16" if amp_dtype else "fp32")
+    chosen = choose_patients(predictor.card, split_file, patients, split_name)
+    logger.info("scoring %d %s patients with %s on %s (%s%s)", len(chosen), split_name,
+                predictor.model_version, predictor.device, predictor.precision,
+                ", flip TTA" if tta else "")
 
     rows = []
     for patient in tqdm(chosen, desc="patients", unit="patient"):
-        probabilities = predict_probabilities(model, patient, preprocessing, dev, amp_dtype,
-                                              batch_size, num_workers)
+        images = [read_image(s.image_path) for s in patient.slices]
         truth = np.stack([read_mask(s.mask_path) for s in patient.slices])
-        prediction = binarize(probabilities, truth, threshold)
+        # The Predictor answers H x W x Z; the metrics take the slice axis first.
+        prediction = np.moveaxis(predictor.predict_volume(images).masks, 2, 0)
         if largest_component:
             prediction = keep_largest_component(prediction)
         rows.append({
@@ -154,7 +162,7 @@ def evaluate(
             **volume_metrics(prediction, truth),
         })
 
-    summary = _summary(rows, checkpoint, split_name, largest_component, threshold, card)
+    summary = _summary(rows, checkpoint, split_name, largest_component, predictor)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "per_patient.csv", rows)
     atomic_write_json(out / "summary.json", summary)
@@ -163,15 +171,32 @@ def evaluate(
     return summary
 
 
-def _load_split(card: dict[str, Any], split_file: Path | None) -> Split:
-    if split_file is not None:
-        return Split.from_json(split_file)
-    if "split" not in card:
-        raise ValueError("the checkpoint card has no split; pass --split-file RUN_DIR/split.json")
-    return Split.from_dict(card["split"])
-
-
-def _choose(split: Split, patients: list[PatientRecord], name: str) -> list[PatientRecord]:
+def choose_patients(
+    card: dict[str, Any],
+    split_file: Path | None,
+    patients: list[PatientRecord],
+    name: str,
+) -> list[PatientRecord]:
+    """The patients to score: a part of the split, all of it, or every folder (``folder``)."""
+    if name == "folder":
+        if not patients:
+            raise ValueError("no patient folders to score")
+        try:
+            split = _load_split(card, split_file)
+        except ValueError:
+            logger.warning("the checkpoint card has no patient split: cannot tell whether any of "
+                           "these patients were used in training")
+            return list(patients)
+        seen = set(split.part("train")) | set(split.part("val"))
+        overlap = sorted(p.patient_id for p in patients if p.patient_id in seen)
+        if overlap:
+            logger.warning(
+                "%d of the %d patients were used to train or tune this model (its train or "
+                "validation split): their scores are optimistic, not external validation: %s",
+                len(overlap), len(patients), ", ".join(overlap),
+            )
+        return list(patients)
+    split = _load_split(card, split_file)
     if name == "all":
         return [p for part in PARTS for p in split.select(patients, part)]
     chosen = split.select(patients, name)
@@ -180,37 +205,13 @@ def _choose(split: Split, patients: list[PatientRecord], name: str) -> list[Pati
     return chosen
 
 
-@torch.no_grad()
-def predict_probabilities(
-    model: torch.nn.Module,
-    patient: PatientRecord,
-    preprocessing: PreprocessingConfig,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    batch_size: int,
-    num_workers: int = 0,
-) -> np.ndarray:
-    """Tumour probabilities of every slice at the model's resolution (``D x S x S`` float32)."""
-    loader = DataLoader(SliceDataset([patient], preprocessing), batch_size=batch_size,
-                        num_workers=num_workers)
-    probabilities = []
-    for batch in loader:
-        inputs = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
-        if amp_dtype is None:
-            logits = model(inputs)
-        else:
-            with torch.autocast(device_type=device.type, dtype=amp_dtype):
-                logits = model(inputs)
-        probabilities.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
-    return np.concatenate(probabilities)
-
-
-def binarize(probabilities: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
-    """Resize each ``S x S`` map back to its slice's size, then threshold (uint8 ``D x H x W``)."""
-    height, width = truth.shape[1:]
-    return np.stack(
-        [restore_size(p, height, width) > threshold for p in probabilities]
-    ).astype(np.uint8)
+def _load_split(card: dict[str, Any], split_file: Path | None) -> Split:
+    if split_file is not None:
+        return Split.from_json(split_file)
+    if "split" not in card:
+        raise ValueError("the checkpoint card has no split; pass --split-file RUN_DIR/split.json "
+                         "or --split folder")
+    return Split.from_dict(card["split"])
 
 
 def keep_largest_component(volume: np.ndarray) -> np.ndarray:
@@ -229,8 +230,7 @@ def _summary(
     checkpoint: Path,
     split_name: str,
     largest_component: bool,
-    threshold: float,
-    card: dict[str, Any],
+    predictor: Predictor,
 ) -> dict[str, Any]:
     stats = summarize(rows)
     flat: dict[str, Any] = {}
@@ -242,12 +242,17 @@ def _summary(
         "patients": len(rows),
         "split": split_name,
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": card.get("weights_sha256"),
-        "model": card.get("name"),
+        "checkpoint_sha256": predictor.card.get("weights_sha256"),
+        "model": predictor.model_version,
         "largest_component": largest_component,
-        "threshold": threshold,
+        "threshold": predictor.threshold,
+        "tta": predictor.tta,
+        "device": str(predictor.device),
+        "precision": predictor.precision,
+        "cpu": cpu_model(),
         "convention": CONVENTION,
         "statistics": stats,
+        "patient_dice": {row["patient_id"]: row["dice"] for row in rows},
     }
 
 

@@ -1,28 +1,58 @@
-"""``python -m training.release``: package a run's best checkpoint as the bundled release model.
+"""``python -m training.release``: package a checkpoint as the bundled release model, and score
+the file it wrote.
 
-Scores the run's best checkpoint on its held-out test patients with ``training.evaluate``, then
-writes the weights (fp16 by default) and a model card in the MONAI-bundle spirit: version, data
-source and citation, the split manifest, config, preprocessing, library versions, hardware,
-wall time, test metrics and the intended use.
+1. Read the source checkpoint (a run's ``best.safetensors``, or any checkpoint with a card that
+   holds its patient split).
+2. Optionally repair it: ``--recalibrate-batchnorm N`` re-estimates the running statistics of
+   BatchNorm layers whose stored statistics are not finite, from N training slices of the
+   card's split (releases 0.1.0 and 0.2.0 were cast to fp16, which turned a running variance of
+   1e6-1e7 into infinity). Without the flag, non-finite tensors are refused.
+3. Write the release: parameters in ``--dtype`` (bfloat16 by default), buffers in float32, a
+   model card in the MONAI-bundle spirit (version, data source and citation, split, config,
+   preprocessing, versions, hardware, wall time, intended use).
+4. Score **the file just written** through ``inference.Predictor`` (``training.evaluate``, the
+   same path as the API and the viewer) on the validation and test patients, and put those
+   figures in the card. The weights are not touched after scoring, so the card describes the
+   exact bytes users get.
 
     python -m training.release --run runs/release --data-dir ../shared/data/lgg/kaggle_3m \\
-        --out models/weights/lgg-resnet50-unet-znorm.safetensors --version 0.2.0
+        --version 0.3.0
+    python -m training.release --checkpoint old.safetensors --recalibrate-batchnorm 256 \\
+        --data-dir ../shared/data/lgg/kaggle_3m --version 0.2.1
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from data.dataset import SliceDataset
+from data.kaggle3m import DatasetError, PatientRecord, scan_dataset
+from data.preprocessing import PreprocessingConfig
+from data.split import Split
 from models import BUNDLED_CHECKPOINT
-from models.checkpoint import INTENDED_USE, CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    INTENDED_USE,
+    CheckpointError,
+    atomic_write_json,
+    build_from_card,
+    card_path,
+    load_card,
+    nonfinite_tensors,
+    read_checkpoint,
+    save_checkpoint,
+)
 from training.checkpointing import DATA_SOURCE
 from training.evaluate import evaluate
+
+logger = logging.getLogger("training.release")
 
 CITATION = [
     "M. Buda, A. Saha, M. A. Mazurowski, Association of genomic subtypes of lower-grade gliomas "
@@ -32,63 +62,163 @@ CITATION = [
     "J. Yun, ZNorm: Z-Score Gradient Normalization Accelerating Skip-Connected Network Training "
     "without Architectural Modification, arXiv:2408.01215",
 ]
+SCORED_PARTS = ("val", "test")
+IN_TRAINING_METRICS = ("train_loss", "val_loss", "val_mean_patient_dice", "val_median_patient_dice")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.release", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True,
-                        help="training run folder (with best.safetensors and split.json)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, metavar="RUN_DIR",
+                        help="training run folder: releases RUN_DIR/best.safetensors")
+    source.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                        help="any checkpoint whose card holds its patient split")
     parser.add_argument("--data-dir", type=Path, required=True, help="kaggle_3m folder")
     parser.add_argument("--out", type=Path, default=BUNDLED_CHECKPOINT,
                         help=f"where to write the weights (default: {BUNDLED_CHECKPOINT.name})")
-    parser.add_argument("--version", default="0.1.0", help="release version for the card")
-    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16",
-                        help="weights precision on disk (default float16; loaded as float32)")
-    parser.add_argument("--device", default="auto", help="device for the test evaluation")
+    parser.add_argument("--version", required=True, help="release version for the card")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                        help="parameters' precision on disk (default bfloat16, half the size; "
+                             "buffers always float32)")
+    parser.add_argument("--recalibrate-batchnorm", type=int, default=0, metavar="N",
+                        help="re-estimate non-finite BatchNorm statistics from N training slices "
+                             "(default 0: refuse such a checkpoint)")
+    parser.add_argument("--reports", type=Path, metavar="DIR",
+                        help="where the evaluation reports go (default runs/release-VERSION)")
+    parser.add_argument("--device", default="auto", help="device for the scoring")
     parser.add_argument("--note", default=None, help="a sentence for the card, e.g. the budget")
     return parser
 
 
-def release_card(card: dict[str, Any], test: dict[str, Any], version: str,
-                 note: str | None) -> dict[str, Any]:
-    """The release model card: the run's card plus test metrics, provenance and intended use."""
+def release_card(card: dict[str, Any], version: str, note: str | None) -> dict[str, Any]:
+    """The release model card: the source's provenance plus data source, citation, use."""
     keys = ("model", "preprocessing", "config", "split", "epoch", "step", "versions",
-            "hardware", "wall_time_s", "input", "output")
+            "hardware", "wall_time_s", "input", "output", "schedule", "repairs")
     out = {k: card[k] for k in keys if k in card}
-    out.update(
-        name="lgg-resnet50-unet-znorm",
-        version=version,
-        data_source=DATA_SOURCE,
-        citation=CITATION,
-        intended_use=INTENDED_USE,
-        metrics={
-            **card.get("metrics", {}),
-            **{f"test_{k}": v for k, v in test.items() if k.endswith("_patient_dice")
-               or k.endswith("_patient_iou")},
-            "test_patients": test["patients"],
-            "test_convention": test["convention"],
-        },
-    )
+    # The loop's own figures (validation at the model's resolution, training precision): kept
+    # apart from ``metrics``, which only ever holds scores of the released file.
+    training = {k: v for k, v in card.get("metrics", {}).items() if k in IN_TRAINING_METRICS}
+    out.update(name="lgg-resnet50-unet-znorm", version=version, data_source=DATA_SOURCE,
+               citation=CITATION, intended_use=INTENDED_USE, metrics={}, training_metrics=training)
     if note:
         out["note"] = note
     return out
 
 
+def scored_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The card's ``metrics`` from ``training.evaluate`` summaries of the released file."""
+    metrics: dict[str, Any] = {}
+    for part, summary in summaries.items():
+        for key, value in summary.items():
+            if key.endswith(("_patient_dice", "_patient_iou")):
+                metrics[f"{part}_{key}"] = value
+        metrics[f"{part}_patients"] = summary["patients"]
+        metrics[f"{part}_patient_dice"] = summary["patient_dice"]
+    first = next(iter(summaries.values()))
+    metrics.update(
+        convention=first["convention"],
+        std="sample standard deviation over patients",
+        scored_with={k: first[k] for k in ("model", "precision", "tta", "threshold", "cpu")},
+    )
+    return metrics
+
+
+def calibration_batches(
+    patients: list[PatientRecord], preprocessing: PreprocessingConfig, count: int,
+    batch_size: int = 16,
+) -> list[torch.Tensor]:
+    """``count`` training slices, evenly spaced over the patients' slices, preprocessed."""
+    dataset = SliceDataset(patients, preprocessing)
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round())
+    images = [dataset[int(i)]["image"] for i in picks]
+    return [torch.stack(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, names: Sequence[str], batches: Sequence[torch.Tensor]
+) -> None:
+    """Re-estimate the running mean and variance of the named BatchNorm modules.
+
+    Only those modules run in training mode, with a cumulative average (momentum None) over
+    ``batches``; every other layer keeps its trained statistics. Float32 throughout.
+    """
+    modules = [model.get_submodule(name) for name in names]
+    if not all(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in modules):
+        raise ValueError("only BatchNorm statistics can be re-estimated")
+    model.eval()
+    momenta = []
+    for module in modules:
+        module.reset_running_stats()
+        momenta.append(module.momentum)
+        module.momentum = None
+        module.train()
+    for batch in batches:
+        model(batch.float())
+    for module, momentum in zip(modules, momenta, strict=True):
+        module.momentum = momentum
+        module.eval()
+
+
+def repair(
+    model: torch.nn.Module, bad: list[str], card: dict[str, Any], data_dir: Path, slices: int
+) -> dict[str, Any]:
+    """Re-estimate the BatchNorm statistics named in ``bad``; returns the card's record of it."""
+    buffers = ("running_mean", "running_var")
+    modules = sorted({name.rsplit(".", 1)[0] for name in bad})
+    if not all(name.endswith(buffers) for name in bad):
+        raise CheckpointError(f"non-finite values outside BatchNorm statistics: {bad}; "
+                              "this checkpoint cannot be repaired")
+    split = Split.from_dict(card["split"])
+    train = split.select(scan_dataset(data_dir), "train")
+    if not train:
+        raise CheckpointError(f"none of the card's training patients is in {data_dir}")
+    preprocessing = PreprocessingConfig.model_validate(card["preprocessing"])
+    batches = calibration_batches(train, preprocessing, slices)
+    recalibrate_batchnorm(model, modules, batches)
+    used = sum(len(b) for b in batches)
+    logger.info("re-estimated %s from %d training slices", ", ".join(modules), used)
+    return {"batchnorm_recalibrated": modules, "from_training_slices": used,
+            "reason": "non-finite running statistics in the source checkpoint"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    best = args.run / "best.safetensors"
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    source = args.checkpoint or args.run / "best.safetensors"
+    reports = args.reports or Path("runs") / f"release-{args.version}"
     try:
-        model, card = load_checkpoint(best)
-    except CheckpointError as exc:
+        state, card = read_checkpoint(source)
+        if "split" not in card:
+            raise CheckpointError(f"{source.name}'s card has no patient split: cannot tell "
+                                  "which patients are held out for scoring")
+        model = build_from_card(card, state, source.name)
+        bad = nonfinite_tensors(state)
+        repairs: list[dict[str, Any]] = list(card.get("repairs", []))
+        if bad and args.recalibrate_batchnorm < 1:
+            raise CheckpointError(f"{source.name} holds non-finite values in {bad}; "
+                                  "pass --recalibrate-batchnorm N to re-estimate them")
+        if bad:
+            repairs.append({"from": source.name, "source_sha256": card.get("weights_sha256"),
+                            **repair(model, bad, card, args.data_dir, args.recalibrate_batchnorm)})
+        new_card = release_card({**card, "repairs": repairs} if repairs else card, args.version,
+                                args.note)
+        save_checkpoint(args.out, model, new_card, dtype=getattr(torch, args.dtype))
+        summaries = {part: evaluate(args.out, args.data_dir, reports / f"eval-{part}",
+                                    split_name=part, device=args.device)
+                     for part in SCORED_PARTS}
+    except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    test = evaluate(best, args.data_dir, args.run / "eval-test", split_name="test",
-                    split_file=args.run / "split.json", device=args.device)
-    full = save_checkpoint(args.out, model, release_card(card, test, args.version, args.note),
-                           dtype=getattr(torch, args.dtype))
-    print(f"released {args.out} ({args.dtype}); test mean patient Dice "
-          f"{full['metrics']['test_mean_patient_dice']:.4f} over {test['patients']} patients")
+    written = load_card(args.out)
+    written["metrics"] = scored_metrics(summaries)
+    atomic_write_json(card_path(args.out), written)
+    scores, sha = written["metrics"], written["weights_sha256"][:12]
+    print(f"released {args.out} (parameters {args.dtype}, sha256 {sha}); scored through the "
+          f"Predictor: test mean patient Dice {scores['test_mean_patient_dice']:.4f} over "
+          f"{scores['test_patients']} patients, val {scores['val_mean_patient_dice']:.4f}; "
+          f"reports in {reports}")
     return 0
 
 
