@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from data.split import Split
 from models.checkpoint import save_checkpoint
 from models.network import ModelConfig, build_model
 from training.engine import ValidationResult
-from training.evaluate import binarize, keep_largest_component
+from training.evaluate import evaluate, keep_largest_component
 from training.evaluate import main as evaluate_main
 from training.metrics import dice_from_counts, summarize, volume_metrics
 from training.schedule import warmup_cosine
@@ -94,15 +95,6 @@ def test_largest_component_keeps_only_the_biggest_blob_in_3d() -> None:
     assert keep_largest_component(EMPTY).sum() == 0
 
 
-def test_binarize_restores_each_slice_size() -> None:
-    probabilities = np.zeros((2, 32, 32), dtype=np.float32)
-    probabilities[:, 8:24, 8:24] = 0.9
-    truth = np.zeros((2, 64, 48), dtype=np.uint8)
-    prediction = binarize(probabilities, truth, 0.5)
-    assert prediction.shape == (2, 64, 48) and prediction.dtype == np.uint8
-    assert prediction[0, 32, 24] == 1 and prediction[0, 2, 2] == 0
-
-
 def test_warmup_then_cosine_schedule() -> None:
     def f(step: int) -> float:
         return warmup_cosine(step, warmup_steps=4, total_steps=14, final_factor=0.1)
@@ -114,18 +106,22 @@ def test_warmup_then_cosine_schedule() -> None:
     assert all(f(s) >= f(s + 1) for s in range(4, 20))
 
 
-def test_evaluate_writes_consistent_outputs(synthetic_lgg: Path, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def untrained_checkpoint(data_dir: Path, path: Path) -> tuple[Path, Split]:
     torch.manual_seed(0)
     model_cfg = ModelConfig(backbone="resnet18")
-    patients = sorted(p.name for p in synthetic_lgg.iterdir())
+    patients = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
     split = Split(train=patients[:5], val=patients[5:6], test=patients[6:], seed=0)
-    weights = tmp_path / "ckpt.safetensors"
-    save_checkpoint(weights, build_model(model_cfg), {
+    save_checkpoint(path, build_model(model_cfg), {
         "model": model_cfg.model_dump(mode="json"),
         "preprocessing": PreprocessingConfig(image_size=32).to_card(),
         "split": split.to_dict(),
     })
+    return path, split
+
+
+def test_evaluate_writes_consistent_outputs(synthetic_lgg: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    weights, split = untrained_checkpoint(synthetic_lgg, tmp_path / "ckpt.safetensors")
     out = tmp_path / "eval"
     code = evaluate_main(["--checkpoint", str(weights), "--data-dir", str(synthetic_lgg),
                           "--out", str(out), "--device", "cpu", "--largest-component"])
@@ -143,6 +139,47 @@ def test_evaluate_writes_consistent_outputs(synthetic_lgg: Path, tmp_path: Path,
     assert (out / "per_patient_dice.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert split.test[0] in printed and "mean patient Dice" in printed
+
+
+def test_evaluate_runs_the_predictor(synthetic_lgg: Path, tmp_path: Path) -> None:
+    """Its masks are the Predictor's, slice by slice: evaluate has no forward pass of its own."""
+    from data.kaggle3m import read_image, read_mask, scan_dataset
+    from inference.metrics import dice
+    from inference.predictor import Predictor
+
+    weights, split = untrained_checkpoint(synthetic_lgg, tmp_path / "ckpt.safetensors")
+    summary = evaluate(weights, synthetic_lgg, tmp_path / "eval", split_name="val",
+                       device="cpu", precision="fp32")
+    assert summary["precision"] == "fp32" and summary["model"].endswith(
+        summary["checkpoint_sha256"][:12])
+    predictor = Predictor.from_checkpoint(weights, precision="fp32")
+    patient = next(p for p in scan_dataset(synthetic_lgg) if p.patient_id == split.val[0])
+    masks = [predictor.predict_slice(read_image(s.image_path)).mask for s in patient.slices]
+    truth = [read_mask(s.mask_path) for s in patient.slices]
+    assert summary["patient_dice"][split.val[0]] == pytest.approx(
+        dice(np.stack(masks), np.stack(truth)), abs=1e-9)
+
+
+def test_split_folder_scores_every_patient_and_warns_about_seen_ones(
+    synthetic_lgg: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    weights, split = untrained_checkpoint(synthetic_lgg, tmp_path / "ckpt.safetensors")
+    # An external cohort: two unseen patients and one the model was trained on.
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for name in (*split.test, split.train[0]):
+        shutil.copytree(synthetic_lgg / name, cohort / name)
+    out = tmp_path / "eval"
+    with caplog.at_level("WARNING", logger="training.evaluate"):
+        code = evaluate_main(["--checkpoint", str(weights), "--data-dir", str(cohort),
+                              "--out", str(out), "--device", "cpu", "--split", "folder"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"] == "folder" and summary["patients"] == 3
+    assert sorted(summary["patient_dice"]) == sorted((*split.test, split.train[0]))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "1 of the 3 patients" in warned[0]
+    assert split.train[0] in warned[0] and split.test[0] not in warned[0]
 
 
 def test_evaluate_fails_cleanly_on_a_missing_checkpoint(tmp_path: Path) -> None:
