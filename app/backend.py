@@ -96,8 +96,8 @@ class ApiSegmenter:
             info = client.model_info()
         except ApiError as exc:
             raise BackendError(
-                f"{exc}. Check that the API runs there (python -m inference.serve), or clear "
-                "the API URL in the sidebar to use the model in this process."
+                f"{exc}. Check that the API runs at the address in LGGSEG_API_URL (python -m "
+                "inference.serve), or unset LGGSEG_API_URL to run the model in this process."
             ) from exc
         card = info.get("card")
         self._card = dict(card) if isinstance(card, dict) else {}
