@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -301,3 +302,81 @@ def test_an_unexpected_error_is_a_message_not_a_traceback(
     errors = [e.value for e in viewer.error]
     assert len(errors) == 1 and errors[0].startswith("Something went wrong")
     assert "boom" not in errors[0]
+
+
+# ------------------------------------------------------- operator settings, not page inputs
+
+
+def _patient(root: Path, name: str, slices: int) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for k in range(1, slices + 1):
+        tifffile.imwrite(folder / f"{name}_{k}.tif", _brain(), photometric="rgb")
+        tifffile.imwrite(folder / f"{name}_{k}_mask.tif", _truth() if k % 2 else _truth() * 0)
+
+
+def _dataset_page(monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, root: Path) -> AppTest:
+    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
+    monkeypatch.setenv("LGGSEG_DATA_DIR", str(root))
+    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
+    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
+    at.run()
+    at.radio(key="mode").set_value("Browse a dataset folder").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_page_asks_for_no_address_or_path(viewer: AppTest) -> None:
+    """The API URL (which receives the API key) and the dataset folder are operator settings."""
+    assert not viewer.text_input
+    viewer.radio(key="mode").set_value("Browse a dataset folder").run()
+    assert not viewer.text_input
+    assert "LGGSEG_DATA_DIR" in _texts(viewer)
+
+
+def test_dataset_patients_are_picked_from_the_configured_folder_only(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "kaggle_3m"
+    _patient(root, "TCGA_AA_0001_20000101", 3)
+    _patient(root, "TCGA_BB_0002_20000202", 2)
+    (root / "not_a_patient").mkdir()
+    at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+    assert not at.error and not at.text_input, [e.value for e in at.error]
+    assert at.selectbox(key="patient").options == [
+        "TCGA_AA_0001_20000101 (3 slices)", "TCGA_BB_0002_20000202 (2 slices)"]
+    assert _metric(at, "Slices") == "3"
+    at.selectbox(key="patient").set_value("TCGA_BB_0002_20000202").run()
+    assert not at.exception and not at.error
+    assert _metric(at, "Slices") == "2"
+
+
+def test_dataset_errors_reveal_nothing_about_the_server(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A missing folder and one without patients (but with a kaggle_3m below it) read the same:
+    no path, no "did you mean" hint."""
+    holder = tmp_path / "holder"
+    _patient(holder / "deeper" / "kaggle_3m", "TCGA_AA_0001_20000101", 1)
+    shown = []
+    for root in (tmp_path / "missing", holder):
+        at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "cannot be browsed" in errors[0]
+        assert str(tmp_path) not in errors[0] and "did you mean" not in errors[0]
+        shown.append(errors[0])
+    assert shown[0] == shown[1]
+
+
+def test_a_file_named_like_a_slice_does_not_leak_its_bytes(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "kaggle_3m"
+    name = "TCGA_AA_0001_20000101"
+    _patient(root, name, 1)
+    (root / name / f"{name}_1.tif").write_bytes(b"SECRET=hunter2\n" * 40)
+    at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "cannot be browsed" in errors[0]
+    page = "\n".join(errors + [_texts(at)])
+    assert "SECR" not in page and "hunter2" not in page
