@@ -361,8 +361,12 @@ def show_stack(
     chart, drawn above it) follow with a progress bar, so the page is useful at once.
     """
     summary_box, chart_box = st.container(), st.container()
-    number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
-                       help=f"Starts at the slice with the {start_reason}.")
+    if len(names) > 1:
+        number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
+                           help=f"Starts at the slice with the {start_reason}.")
+    else:  # a slider needs two positions at least
+        number = 1
+        st.caption("Only one slice.")
     index = number - 1
     truth = truths[index] if truths is not None else None
     current = segment_one(index)

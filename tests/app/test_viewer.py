@@ -380,3 +380,37 @@ def test_a_file_named_like_a_slice_does_not_leak_its_bytes(
     assert len(errors) == 1 and "cannot be browsed" in errors[0]
     page = "\n".join(errors + [_texts(at)])
     assert "SECR" not in page and "hunter2" not in page
+
+
+# ------------------------------------------------------- single-slice volumes and patients
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_one_slice_zip_is_shown_without_a_slider(viewer: AppTest) -> None:
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(
+        ("one.zip", _zip({"one_1.png": _png(_brain())}), "application/zip")).run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+    assert _metric(viewer, "Slices") == "1"
+    assert not [s for s in viewer.slider if s.key == "slice-volume"]
+    assert "slice 1 of 1" in viewer.subheader[0].value
+    assert _metric(viewer, "Predicted tumour area").endswith(" px")
+
+
+def test_a_one_slice_patient_is_shown_without_a_slider(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "kaggle_3m"
+    _patient(root, "TCGA_AA_0001_20000101", 1)
+    at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+    assert not at.error, [e.value for e in at.error]
+    assert _metric(at, "Slices") == "1"
+    assert _metric(at, "Ground-truth tumour").startswith(f"{int((_truth() > 0).sum()):,} px")
+    assert not [s for s in at.slider if s.key and s.key.startswith("slice-")]
