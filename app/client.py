@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from inference.decode import DecodeProblem, decode_slice, decode_volume
+from data.masks import binary_mask, binary_volume
+from inference.decode import DecodeProblem, decode_nifti, decode_slice
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class ApiClient:
             files={"file": (filename, data, "application/octet-stream")},
         ))
         try:
-            mask = _as_binary(decode_slice(base64.b64decode(body["mask_png"], validate=True)))
+            mask = binary_mask(decode_slice(base64.b64decode(body["mask_png"], validate=True)))
             return ApiSegmentation(mask, float(body["max_probability"]),
                                    int(body["tumour_pixels"]), _version(body))
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeProblem) as exc:
@@ -121,16 +122,12 @@ class ApiClient:
             files={"file": (filename, data, "application/octet-stream")},
         ))
         try:
-            masks = decode_volume(base64.b64decode(body["mask_nifti_gz"], validate=True)).data
+            masks = decode_nifti(base64.b64decode(body["mask_nifti_gz"], validate=True)).data
             by_index = {int(s["index"]): float(s["max_probability"]) for s in body["slices"]}
             probabilities = [by_index[k] for k in range(masks.shape[2])]
-            return ApiVolumeSegmentation(_as_binary(masks), probabilities, _version(body))
+            return ApiVolumeSegmentation(binary_volume(masks), probabilities, _version(body))
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeProblem) as exc:
             raise _unexpected("POST /v1/segment/volume", exc) from exc
-
-
-def _as_binary(mask: np.ndarray) -> np.ndarray:
-    return (np.asarray(mask) != 0).astype(np.uint8)
 
 
 def _version(body: dict[str, Any]) -> str:

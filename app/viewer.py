@@ -31,7 +31,7 @@ import streamlit as st  # noqa: E402
 from app import backend, card, exports, overlay, uploads  # noqa: E402
 from app.client import ApiClient  # noqa: E402
 from app.settings import ViewerSettings  # noqa: E402
-from data import kaggle3m  # noqa: E402
+from data import kaggle3m, naming  # noqa: E402
 
 logger = logging.getLogger("app.viewer")
 
@@ -46,6 +46,11 @@ MODE_DATASET = "Browse a dataset folder"
 VIEW_OVERLAY = "Overlay"
 VIEW_AGREEMENT = "Agreement (TP / FP / FN)"
 VIEW_SIDE = "Side by side"
+LOSSY_WARNING = (
+    "JPEG's lossy compression changes pixel values, and so the model's answer: the same slice "
+    "saved as TIFF or PNG can be segmented differently. Use the original TIFF, PNG or NIfTI "
+    "for results you rely on."
+)
 PREDICTION_CACHE_SIZE = 400
 BATCH = 8
 
@@ -242,7 +247,7 @@ def show_slice(
         st.download_button(
             "Download the predicted mask (PNG)",
             data=exports.mask_png(pred),
-            file_name=f"{uploads.stem(name)}_predicted_mask.png",
+            file_name=f"{naming.stem(name)}_predicted_mask.png",
             mime="image/png",
             key=f"png-{key}",
             help="0 = background, 255 = tumour, same size as the slice.",
@@ -318,6 +323,12 @@ def page_slices(segmenter: backend.Segmenter, display: Display) -> None:
     show_errors(problems)
     if not slices:
         return
+    jpegs = [s.name for s in slices if s.lossy]
+    if jpegs:
+        listed = ", ".join(f"`{n}`" for n in jpegs[:3]) + (
+            f" and {len(jpegs) - 3} more" if len(jpegs) > 3 else "")
+        st.warning(f"{listed} {'is a JPEG' if len(jpegs) == 1 else 'are JPEGs'}. "
+                   + LOSSY_WARNING)
     try:
         predictions = predict(segmenter, [(s.data, s.image) for s in slices],
                               f"{len(slices)} slice(s)")
@@ -395,13 +406,13 @@ def show_stack(
     a.download_button(
         "Download the predicted mask volume (NIfTI)",
         data=exports.mask_nifti(masks, affine, header),
-        file_name=f"{uploads.stem(title)}_predicted_mask.nii.gz",
+        file_name=f"{naming.stem(title)}_predicted_mask.nii.gz",
         mime="application/gzip",
         key=f"nifti-{key}",
         help="uint8, 1 = tumour, H x W x slices on the same voxel grid (affine) as the input.",
     )
     b.download_button("Download the per-slice metrics (CSV)", data=exports.metrics_csv(rows),
-                      file_name=f"{uploads.stem(title)}_metrics.csv", mime="text/csv",
+                      file_name=f"{naming.stem(title)}_metrics.csv", mime="text/csv",
                       key=f"csv-{key}")
 
 
@@ -454,6 +465,8 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
         st.error(f"Cannot use `{name}`: {exc}")
         return
     show_errors(volume.problems)
+    if volume.lossy:
+        st.warning(f"`{name}` holds JPEG slices. " + LOSSY_WARNING)
     slices = [volume.slice(k) for k in range(volume.depth)]
     try:
         predictions = predict_volume(segmenter, volume)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,16 @@ def test_a_malformed_answer_is_refused_without_its_content() -> None:
     with pytest.raises(ApiError) as info:
         client.segment(b"\x89PNG")
     assert "malformed" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_a_one_slice_zip_comes_back_as_a_one_slice_volume(
+    client: ApiClient, tiny_checkpoint: Path
+) -> None:
+    image = _slice(seed=4)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("s_1.tif", _tif(image))
+    answer = client.segment_volume(buffer.getvalue(), "one.zip")
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(image)
+    assert answer.masks.shape == (64, 64, 1)
+    np.testing.assert_array_equal(answer.masks[:, :, 0], expected.mask)

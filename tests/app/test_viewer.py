@@ -414,3 +414,59 @@ def test_a_one_slice_patient_is_shown_without_a_slider(
     assert _metric(at, "Slices") == "1"
     assert _metric(at, "Ground-truth tumour").startswith(f"{int((_truth() > 0).sum()):,} px")
     assert not [s for s in at.slider if s.key and s.key.startswith("slice-")]
+
+
+# ------------------------------------------------------- inputs the model cannot read; JPEG
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_grey_slice_is_an_error_naming_the_three_sequences(viewer: AppTest) -> None:
+    viewer.file_uploader(key="slices").set_value(
+        ("flair_only.png", _png(_brain()[:, :, 1]), "image/png")).run()
+    assert not viewer.exception
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and "flair_only.png" in errors[0] and "1 channel" in errors[0]
+    assert "pre-contrast, FLAIR, post-contrast" in errors[0]
+    assert not viewer.metric and not viewer.image
+
+
+def test_a_grey_volume_is_an_error_naming_the_three_sequences(viewer: AppTest) -> None:
+    volume, _ = _volume_and_truth()
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(
+        ("flair.nii.gz", _nifti(volume[..., 1]), "application/gzip")).run()
+    assert not viewer.exception
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and "pre-contrast, FLAIR, post-contrast" in errors[0]
+    assert not viewer.metric
+
+
+def test_a_jpeg_is_segmented_with_a_visible_warning(
+    viewer: AppTest, tiny_checkpoint: Path
+) -> None:
+    data = _jpeg(_brain())
+    viewer.file_uploader(key="slices").set_value(("scan.jpg", data, "image/jpeg")).run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+    warnings = [w.value for w in viewer.warning if "JPEG" in w.value]
+    assert len(warnings) == 1 and "`scan.jpg` is a JPEG" in warnings[0]
+    assert "lossy compression changes pixel values" in warnings[0]
+    decoded = np.asarray(Image.open(io.BytesIO(data)))
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(decoded).mask
+    assert _metric(viewer, "Predicted tumour area").startswith(f"{int(expected.sum()):,} px")
+
+    viewer.file_uploader(key="slices").set_value(("scan.png", _png(_brain()), "image/png")).run()
+    assert not [w for w in viewer.warning if "JPEG" in w.value]
+
+
+def test_a_zip_of_jpegs_is_segmented_with_a_visible_warning(viewer: AppTest) -> None:
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    archive = _zip({"v_1.jpg": _jpeg(_brain()), "v_2.jpg": _jpeg(_brain())})
+    viewer.file_uploader(key="volume").set_value(("v.zip", archive, "application/zip")).run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+    assert any("`v.zip` holds JPEG slices" in w.value for w in viewer.warning)
+    assert _metric(viewer, "Slices") == "2"
