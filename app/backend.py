@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.client import ApiClient, ApiError
+from data.preprocessing import ChannelError
 from inference import decode, metrics
 from inference.predictor import Predictor
 
@@ -75,11 +76,17 @@ class LocalSegmenter:
         return dict(self.predictor.card)
 
     def segment(self, items: Sequence[tuple[bytes, np.ndarray]]) -> list[Segmentation]:
-        results = self.predictor.predict_batch([image for _, image in items])
+        try:
+            results = self.predictor.predict_batch([image for _, image in items])
+        except ChannelError as exc:  # app.uploads refuses these first; the message names them
+            raise BackendError(str(exc)) from exc
         return [Segmentation(r.mask.astype(np.uint8), float(r.max_probability)) for r in results]
 
     def segment_volume(self, data: bytes, volume: np.ndarray) -> list[Segmentation]:
-        prediction = self.predictor.predict_volume(volume)
+        try:
+            prediction = self.predictor.predict_volume(volume)
+        except ChannelError as exc:
+            raise BackendError(str(exc)) from exc
         return [
             Segmentation(prediction.masks[:, :, s.index], float(s.max_probability))
             for s in prediction.slices
@@ -96,8 +103,8 @@ class ApiSegmenter:
             info = client.model_info()
         except ApiError as exc:
             raise BackendError(
-                f"{exc}. Check that the API runs there (python -m inference.serve), or clear "
-                "the API URL in the sidebar to use the model in this process."
+                f"{exc}. Check that the API runs at the address in LGGSEG_API_URL (python -m "
+                "inference.serve), or unset LGGSEG_API_URL to run the model in this process."
             ) from exc
         card = info.get("card")
         self._card = dict(card) if isinstance(card, dict) else {}

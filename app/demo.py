@@ -1,6 +1,7 @@
 """``python -m app.demo`` (what ``make demo`` runs): the API and the viewer together.
 
-Starts ``python -m inference.serve`` and ``streamlit run app/viewer.py`` (pointed at that API),
+Starts ``python -m inference.serve`` and ``streamlit run app/viewer.py`` (pointed at that API,
+from the repository root so ``.streamlit/config.toml`` applies, with the API's upload limit),
 waits until both answer, prints the two URLs, and on Ctrl-C (or SIGTERM) stops both cleanly.
 If either dies, the other is stopped too and the exit code is non-zero.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from inference.api.settings import ServeSettings
 from models import BUNDLED_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--startup-timeout", type=float, default=180.0,
                         help="seconds to wait for both servers (default 180)")
     return parser
+
+
+def upload_limit_mib(settings: ServeSettings) -> int:
+    """The API's body limit in whole MiB (Streamlit's ``server.maxUploadSize`` unit)."""
+    return max(1, settings.max_upload_bytes // 2**20)
+
+
+def viewer_command(host: str, port: int, settings: ServeSettings) -> list[str]:
+    """``streamlit run app/viewer.py`` with the settings of ``.streamlit/config.toml`` made
+    explicit: the API's upload limit, XSRF protection on, no Deploy button."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "viewer.py"),
+        "--server.headless", "true", "--server.address", host, "--server.port", str(port),
+        "--server.maxUploadSize", str(upload_limit_mib(settings)),
+        "--server.enableXsrfProtection", "true", "--client.toolbarMode", "viewer",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
 
 
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> bool:
@@ -93,12 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cwd=REPO, env=env,
     )  # fmt: skip
     viewer = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "viewer.py"),
-         "--server.headless", "true", "--server.address", args.host,
-         "--server.port", str(args.viewer_port), "--client.toolbarMode", "viewer",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env,
-    )  # fmt: skip
+        viewer_command(args.host, args.viewer_port, ServeSettings()), cwd=REPO, env=env
+    )
     procs = [api, viewer]
     stop = False
 

@@ -9,7 +9,8 @@
 ``LGGSEG_DEVICE``      device for the in-process model (``cpu``, ``cuda``, ``cuda:1``)
 =====================  ==============================================================
 
-The sidebar can override the API URL and the data folder for one session.
+These are the operator's settings, never page inputs: the API key is sent only to
+``LGGSEG_API_URL``, and users pick patients only among the folders found under ``LGGSEG_DATA_DIR``.
 """
 
 from __future__ import annotations

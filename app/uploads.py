@@ -1,15 +1,18 @@
 """Turn uploaded files, given as ``(name, bytes)`` pairs held in memory, into slices and masks.
 
-No Streamlit here, so every rule is tested directly: masks are paired with their slices by name
-(``X.tif`` with ``X_mask.tif``, any supported extensions), bytes are decoded by
-``inference.decode`` (the format is sniffed from the bytes, never trusted from the name), and
-every file that cannot be used becomes an ``UploadProblem`` with a message for the page.
-Nothing is written to disk.
+No Streamlit here, so every rule is tested directly. The rules are the project's own, used by
+every entry point: masks are paired with their slices by ``data.naming`` (``X.tif`` with
+``X_mask.tif``, any supported extensions), a mask must pass ``data.masks``, an image must hold the
+three sequences ``data.preprocessing`` needs, and bytes are decoded by ``inference.decode`` (the
+format is sniffed from the bytes, never trusted from the name). Every file that cannot be used
+becomes an ``UploadProblem`` with a message for the page. Nothing is written to disk.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -18,8 +21,11 @@ import nibabel as nib
 import numpy as np
 
 from app import backend
+from data import naming
+from data.masks import MaskError, binary_mask, binary_volume
+from data.preprocessing import ChannelError, to_hwc3
+from inference import decode
 
-MASK_SUFFIX = "_mask"
 MAX_NAME_CHARS = 80
 Upload = tuple[str, bytes]
 
@@ -33,6 +39,8 @@ class SliceInput:
     image: np.ndarray
     truth: np.ndarray | None = None
     truth_name: str | None = None
+    lossy: bool = False
+    """A JPEG: its compression changed the pixels, and so the model's answer."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class VolumeInput:
     header: nib.Nifti1Header | None = None
     truth: np.ndarray | None = None
     problems: tuple[UploadProblem, ...] = ()
+    lossy: bool = False
+    """A zip holding JPEG slices."""
 
     @property
     def depth(self) -> int:
@@ -78,90 +88,56 @@ def display_name(name: str) -> str:
     return base
 
 
-def stem(name: str) -> str:
-    """``X.tif`` -> ``X``; ``X.nii.gz`` -> ``X``."""
-    base = PurePath(display_name(name)).name
-    lowered = base.lower()
-    for ext in (".nii.gz",):
-        if lowered.endswith(ext):
-            return base[: -len(ext)]
-    return base.rsplit(".", 1)[0] if "." in base else base
-
-
-def is_mask_name(name: str) -> bool:
-    return stem(name).lower().endswith(MASK_SUFFIX)
-
-
-def _case(name: str) -> str:
-    """The key a mask and its image share: the stem without ``_mask``, lower case."""
-    key = stem(name).lower()
-    return key[: -len(MASK_SUFFIX)] if key.endswith(MASK_SUFFIX) else key
-
-
 def pair_by_name(
     images: Sequence[Upload], masks: Sequence[Upload]
 ) -> tuple[list[tuple[Upload, Upload | None]], list[UploadProblem]]:
-    """Pair each image with the mask of the same name (``X`` with ``X_mask`` or ``X``).
+    """Pair each image with the mask of its case (``data.naming``: ``X`` with ``X_mask``).
 
-    When one image and one mask are uploaded, they are paired whatever their names (a slice
-    and its mask uploaded separately). Other unpaired masks are problems.
+    ``masks`` came from the masks box, so their names need not end in ``_mask``. When one image
+    and one mask are uploaded, they are paired whatever their names (a slice and its mask
+    uploaded separately). Other unpaired masks and second copies are problems.
     """
+    tagged = [(u, u[0]) for u in images] + [
+        (u, naming.case_key(u[0]) + naming.MASK_SUFFIX) for u in masks]
+    pairs, unpaired, duplicates = naming.pair_by_name(tagged, lambda t: t[1])
+    first_mask: dict[str, Upload] = {}
+    for upload, key in tagged:
+        if naming.is_mask_name(key):
+            first_mask.setdefault(naming.case_key(key), upload)
     problems: list[UploadProblem] = []
-    by_case: dict[str, Upload] = {}
-    for upload in masks:
-        key = _case(upload[0])
-        if key in by_case:
+    for upload, key in duplicates:
+        if naming.is_mask_name(key):
+            first = first_mask[naming.case_key(key)]
             problems.append(UploadProblem(display_name(upload[0]), "a second mask for the same "
-                                          f"slice as `{display_name(by_case[key][0])}`; ignored"))
-            continue
-        by_case[key] = upload
-    pairs: list[tuple[Upload, Upload | None]] = []
-    seen: set[str] = set()
-    for upload in images:
-        key = _case(upload[0])
-        if key in seen:
+                                          f"slice as `{display_name(first[0])}`; ignored"))
+        else:
             problems.append(UploadProblem(display_name(upload[0]),
                                           "uploaded twice (same name); the second copy is ignored"))
-            continue
-        seen.add(key)
-        pairs.append((upload, by_case.pop(key, None)))
-    if len(pairs) == 1 and pairs[0][1] is None and len(masks) == 1 and len(by_case) == 1:
-        pairs[0] = (pairs[0][0], by_case.popitem()[1])
-    for mask_name, _ in by_case.values():
+    found = [(image[0], mask[0] if mask is not None else None) for image, mask in pairs]
+    if len(found) == 1 and found[0][1] is None and len(masks) == 1 and len(unpaired) == 1:
+        return [(found[0][0], unpaired[0][0])], problems
+    for upload, _ in unpaired:
         problems.append(UploadProblem(
-            display_name(mask_name),
+            display_name(upload[0]),
             "no slice with a matching name: upload `X.tif` together with `X_mask.tif`",
         ))
-    return pairs, problems
+    return found, problems
 
 
 def as_truth_mask(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
-    """A decoded ground-truth mask as uint8 0/1 of the image's height and width.
-
-    Accepts grey masks with two values (0/1, 0/255...) and grey masks stored as RGB(A).
-    Raises ``ValueError`` with a message for the page otherwise.
-    """
-    arr = np.asarray(mask)
-    if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        colour = arr[:, :, :3]
-        if not (np.array_equal(colour[:, :, 0], colour[:, :, 1])
-                and np.array_equal(colour[:, :, 0], colour[:, :, 2])):
-            raise ValueError("a mask must be black and white; this file has colours "
-                             "(is it an MRI slice rather than a mask?)")
-        arr = colour[:, :, 0]
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2:
-        raise ValueError(f"a mask must be one 2-D image; this file has shape {arr.shape}")
+    """A decoded ground-truth mask as uint8 0/1 (the ``data.masks`` rule) of the image's
+    height and width; ``MaskError`` (a ValueError) with a message for the page otherwise."""
+    binary = binary_mask(mask)
     height, width = image_shape[:2]
-    if arr.shape != (height, width):
-        raise ValueError(f"the mask is {arr.shape[0]}x{arr.shape[1]} pixels but its slice is "
-                         f"{height}x{width}; upload the mask made for this slice")
-    values = np.unique(arr)
-    if values.size > 2:
-        raise ValueError(f"a mask must hold two values (background and tumour, e.g. 0 and 255); "
-                         f"this file has {values.size} (is it an MRI slice rather than a mask?)")
-    return (arr > 0).astype(np.uint8)
+    if binary.shape != (height, width):
+        raise MaskError(f"the mask is {binary.shape[0]}x{binary.shape[1]} pixels but its slice "
+                        f"is {height}x{width}; upload the mask made for this slice")
+    return binary
+
+
+def check_sequences(image: np.ndarray) -> None:
+    """``ChannelError`` naming the three sequences when ``image`` (a slice) lacks them."""
+    to_hwc3(image)
 
 
 def read_slices(
@@ -173,8 +149,8 @@ def read_slices(
     A slice whose mask cannot be used is still returned, without ground truth, and the mask's
     problem is reported.
     """
-    slice_files = [u for u in images if not is_mask_name(u[0])]
-    mask_files = [u for u in images if is_mask_name(u[0])] + list(masks)
+    slice_files = [u for u in images if not naming.is_mask_name(u[0])]
+    mask_files = [u for u in images if naming.is_mask_name(u[0])] + list(masks)
     if not slice_files and mask_files:
         return [], [UploadProblem(display_name(mask_files[0][0]),
                                   "only masks were uploaded; add the MRI slices they belong to")]
@@ -184,7 +160,8 @@ def read_slices(
         shown = display_name(name)
         try:
             image = backend.decode_slice(data)
-        except backend.BadUpload as exc:
+            check_sequences(image)
+        except (backend.BadUpload, ChannelError) as exc:
             problems.append(UploadProblem(shown, str(exc)))
             continue
         truth, truth_name = None, None
@@ -196,28 +173,37 @@ def read_slices(
                 problems.append(UploadProblem(truth_name, f"{exc} (slice `{shown}` is shown "
                                                           "without ground truth)"))
                 truth, truth_name = None, None
-        slices.append(SliceInput(shown, data, image, truth, truth_name))
+        slices.append(SliceInput(shown, data, image, truth, truth_name,
+                                 lossy=decode.sniff(data) == "jpeg"))
     return slices, problems
 
 
 def as_truth_volume(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A decoded ground-truth mask volume as uint8 0/1 ``H x W x Z`` matching ``shape[:3]``."""
+    """A decoded ground-truth mask volume as uint8 0/1 ``H x W x Z`` (the ``data.masks`` rule
+    over all its voxels) matching ``shape[:3]``; ``MaskError`` otherwise."""
     arr = np.asarray(mask)
     if arr.ndim == 4 and arr.shape[3] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
-        raise ValueError(f"a mask volume must be H x W x Z; this file has shape {arr.shape}")
+        raise MaskError(f"a mask volume must be H x W x Z; this file has shape {arr.shape}")
     expected = tuple(shape[:3])
     if arr.shape != expected:
-        raise ValueError(
+        raise MaskError(
             f"the mask volume is {'x'.join(map(str, arr.shape))} but the volume is "
             f"{'x'.join(map(str, expected))}; upload the mask made for this volume"
         )
-    values = np.unique(arr)
-    if values.size > 2:
-        raise ValueError(f"a mask must hold two values (background and tumour); this file has "
-                         f"{values.size} (is it an MRI volume rather than a mask?)")
-    return (arr > 0).astype(np.uint8)
+    return binary_volume(arr)
+
+
+def _zip_has_jpeg(data: bytes) -> bool:
+    """Whether a zip (already decoded as a volume) holds a JPEG: each entry's first bytes."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for entry in archive.infolist():
+            if not entry.is_dir():
+                with archive.open(entry) as member:
+                    if member.read(3) == b"\xff\xd8\xff":
+                        return True
+    return False
 
 
 def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
@@ -228,6 +214,10 @@ def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
     """
     name = display_name(volume[0])
     decoded = backend.decode_volume(volume[1])
+    try:
+        check_sequences(decoded.data[:, :, 0])
+    except ChannelError as exc:
+        raise backend.BadUpload(str(exc)) from exc
     truth = None
     problems: list[UploadProblem] = []
     if mask is not None:
@@ -236,5 +226,6 @@ def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
         except (backend.BadUpload, ValueError) as exc:
             problems.append(UploadProblem(display_name(mask[0]),
                                           f"{exc} (the volume is shown without ground truth)"))
+    lossy = decoded.source == "zip" and _zip_has_jpeg(volume[1])
     return VolumeInput(name, volume[1], decoded.data, np.asarray(decoded.affine), decoded.header,
-                       truth, tuple(problems))
+                       truth, tuple(problems), lossy)

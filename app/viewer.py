@@ -31,7 +31,7 @@ import streamlit as st  # noqa: E402
 from app import backend, card, exports, overlay, uploads  # noqa: E402
 from app.client import ApiClient  # noqa: E402
 from app.settings import ViewerSettings  # noqa: E402
-from data import kaggle3m  # noqa: E402
+from data import kaggle3m, naming  # noqa: E402
 
 logger = logging.getLogger("app.viewer")
 
@@ -46,6 +46,11 @@ MODE_DATASET = "Browse a dataset folder"
 VIEW_OVERLAY = "Overlay"
 VIEW_AGREEMENT = "Agreement (TP / FP / FN)"
 VIEW_SIDE = "Side by side"
+LOSSY_WARNING = (
+    "JPEG's lossy compression changes pixel values, and so the model's answer: the same slice "
+    "saved as TIFF or PNG can be segmented differently. Use the original TIFF, PNG or NIfTI "
+    "for results you rely on."
+)
 PREDICTION_CACHE_SIZE = 400
 BATCH = 8
 
@@ -81,10 +86,11 @@ def truth_areas(root: str, patient_id: str) -> np.ndarray:
     return kaggle3m.tumour_pixels(patient)
 
 
-def segmenter_for(api_url: str | None, settings: ViewerSettings) -> backend.Segmenter:
-    if api_url:
+def segmenter_for(settings: ViewerSettings) -> backend.Segmenter:
+    """The configured API (the key goes to that address only), else the model in-process."""
+    if settings.api_url:
         key = settings.api_key.get_secret_value() if settings.api_key else None
-        return connect_api(api_url, settings.api_timeout_s, key)
+        return connect_api(settings.api_url, settings.api_timeout_s, key)
     return load_local(str(settings.checkpoint), settings.device)
 
 
@@ -149,23 +155,10 @@ def predict_volume(
 # ---------------------------------------------------------------------------- page parts
 
 
-def sidebar(settings: ViewerSettings) -> tuple[str | None, str, Display]:
+def sidebar() -> Display:
+    """Display choices only: where the model runs and which data may be browsed are the
+    operator's settings (``LGGSEG_API_URL``, ``LGGSEG_DATA_DIR``), never page inputs."""
     with st.sidebar:
-        st.header("Model")
-        api_url = st.text_input(
-            "Inference API URL (optional)",
-            value=settings.api_url or "",
-            placeholder="http://127.0.0.1:8000",
-            help="Leave empty to run the model inside the viewer. Set it to the address of a "
-            "running API (python -m inference.serve) to use that instead.",
-        ).strip().rstrip("/")
-        st.header("Dataset")
-        data_dir = st.text_input(
-            "kaggle_3m folder (optional)",
-            value=str(settings.data_dir or ""),
-            help="A folder in the kaggle_3m layout (TCGA_<inst>_<patient>_<date>/ with "
-            "*_<n>.tif and *_<n>_mask.tif) to browse patient by patient.",
-        ).strip()
         st.header("Display")
         channel = st.radio(
             "Image", ["FLAIR", "All three sequences (RGB)"], index=0,
@@ -173,14 +166,10 @@ def sidebar(settings: ViewerSettings) -> tuple[str | None, str, Display]:
         )
         mode = st.radio("Masks drawn as", ["Contour", "Filled"], index=0, horizontal=True)
         opacity = st.slider("Mask opacity", 0.0, 1.0, 0.6 if mode == "Filled" else 1.0, 0.05)
-    return (
-        api_url or None,
-        data_dir,
-        Display(
-            channel="flair" if channel == "FLAIR" else "composite",
-            mode="fill" if mode == "Filled" else "contour",
-            opacity=float(opacity),
-        ),
+    return Display(
+        channel="flair" if channel == "FLAIR" else "composite",
+        mode="fill" if mode == "Filled" else "contour",
+        opacity=float(opacity),
     )
 
 
@@ -258,7 +247,7 @@ def show_slice(
         st.download_button(
             "Download the predicted mask (PNG)",
             data=exports.mask_png(pred),
-            file_name=f"{uploads.stem(name)}_predicted_mask.png",
+            file_name=f"{naming.stem(name)}_predicted_mask.png",
             mime="image/png",
             key=f"png-{key}",
             help="0 = background, 255 = tumour, same size as the slice.",
@@ -334,6 +323,12 @@ def page_slices(segmenter: backend.Segmenter, display: Display) -> None:
     show_errors(problems)
     if not slices:
         return
+    jpegs = [s.name for s in slices if s.lossy]
+    if jpegs:
+        listed = ", ".join(f"`{n}`" for n in jpegs[:3]) + (
+            f" and {len(jpegs) - 3} more" if len(jpegs) > 3 else "")
+        st.warning(f"{listed} {'is a JPEG' if len(jpegs) == 1 else 'are JPEGs'}. "
+                   + LOSSY_WARNING)
     try:
         predictions = predict(segmenter, [(s.data, s.image) for s in slices],
                               f"{len(slices)} slice(s)")
@@ -377,8 +372,12 @@ def show_stack(
     chart, drawn above it) follow with a progress bar, so the page is useful at once.
     """
     summary_box, chart_box = st.container(), st.container()
-    number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
-                       help=f"Starts at the slice with the {start_reason}.")
+    if len(names) > 1:
+        number = st.slider("Slice", 1, len(names), start + 1, key=f"slice-{key}",
+                           help=f"Starts at the slice with the {start_reason}.")
+    else:  # a slider needs two positions at least
+        number = 1
+        st.caption("Only one slice.")
     index = number - 1
     truth = truths[index] if truths is not None else None
     current = segment_one(index)
@@ -407,13 +406,13 @@ def show_stack(
     a.download_button(
         "Download the predicted mask volume (NIfTI)",
         data=exports.mask_nifti(masks, affine, header),
-        file_name=f"{uploads.stem(title)}_predicted_mask.nii.gz",
+        file_name=f"{naming.stem(title)}_predicted_mask.nii.gz",
         mime="application/gzip",
         key=f"nifti-{key}",
         help="uint8, 1 = tumour, H x W x slices on the same voxel grid (affine) as the input.",
     )
     b.download_button("Download the per-slice metrics (CSV)", data=exports.metrics_csv(rows),
-                      file_name=f"{uploads.stem(title)}_metrics.csv", mime="text/csv",
+                      file_name=f"{naming.stem(title)}_metrics.csv", mime="text/csv",
                       key=f"csv-{key}")
 
 
@@ -466,6 +465,8 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
         st.error(f"Cannot use `{name}`: {exc}")
         return
     show_errors(volume.problems)
+    if volume.lossy:
+        st.warning(f"`{name}` holds JPEG slices. " + LOSSY_WARNING)
     slices = [volume.slice(k) for k in range(volume.depth)]
     try:
         predictions = predict_volume(segmenter, volume)
@@ -486,15 +487,19 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
                affine=volume.affine, header=volume.header)
 
 
-def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) -> None:
-    if not data_dir:
-        st.info("Enter a kaggle_3m folder under **Dataset** in the sidebar (or set "
-                "LGGSEG_DATA_DIR) to browse it patient by patient.")
+def page_dataset(segmenter: backend.Segmenter, root: Path | None, display: Display) -> None:
+    """Patients found under the operator's ``LGGSEG_DATA_DIR``, picked from a list: no path is
+    ever typed, and messages never name anything but the folder's patients and slices."""
+    if root is None:
+        st.info("No dataset folder is configured for this viewer. To browse a kaggle_3m folder "
+                "patient by patient, the operator sets LGGSEG_DATA_DIR before starting it.")
         return
     try:
-        patients = scan(data_dir)
+        patients = scan(str(root))
     except kaggle3m.DatasetError as exc:
-        st.error(f"Cannot browse this folder: {exc}")
+        logger.warning("cannot browse LGGSEG_DATA_DIR: %s", exc)
+        st.error("The dataset folder configured for this viewer cannot be browsed. The reason "
+                 "is in the viewer's log; the operator sets the folder with LGGSEG_DATA_DIR.")
         return
     by_id = {p.patient_id: p for p in patients}
     model_card = segmenter.card()
@@ -511,13 +516,15 @@ def page_dataset(segmenter: backend.Segmenter, data_dir: str, display: Display) 
         st.warning(f"This patient was in the model's {card.SPLIT_NAMES[part]} set: its scores "
                    "overstate how well the model does on new patients. Test patients give a "
                    "fair picture.")
-    areas = truth_areas(data_dir, patient_id)
     try:
+        areas = truth_areas(str(root), patient_id)
         images = [kaggle3m.read_image(s.image_path) for s in patient.slices]
         truths = [kaggle3m.read_mask(s.mask_path) for s in patient.slices]
         files = [s.image_path.read_bytes() for s in patient.slices]
     except (kaggle3m.DatasetError, OSError) as exc:
-        st.error(f"Cannot read this patient's files: {exc}")
+        logger.warning("cannot read patient %s: %s", patient_id, exc)
+        st.error(f"Cannot read the files of patient {patient_id}; the reason is in the "
+                 "viewer's log.")
         return
     items = list(zip(files, images, strict=True))
     names = [s.image_path.name for s in patient.slices]
@@ -537,9 +544,9 @@ def main() -> None:
     settings = ViewerSettings()
     st.title(TITLE)
     st.warning(INTENDED_USE)
-    api_url, data_dir, display = sidebar(settings)
+    display = sidebar()
     try:
-        segmenter = segmenter_for(api_url, settings)
+        segmenter = segmenter_for(settings)
     except backend.BackendError as exc:
         st.error(str(exc))
         return
@@ -552,7 +559,7 @@ def main() -> None:
     elif mode == MODE_VOLUME:
         page_volume(segmenter, display)
     else:
-        page_dataset(segmenter, data_dir, display)
+        page_dataset(segmenter, settings.data_dir, display)
 
 
 def run() -> None:

@@ -96,6 +96,18 @@ def _display(path: Path, root: Path | None) -> str:
 # ---------------------------------------------------------------------------- decoding
 
 
+def _failure(exc: Exception) -> str:
+    """Why a TIFF cannot be read, never quoting the file: tifffile's messages can carry the
+    file's first bytes (``not a TIFF file: header=b'...'``) or values read from it."""
+    if "imagecodecs" in str(exc):
+        return "compressed with a codec that needs the optional imagecodecs package"
+    if isinstance(exc, tifffile.TiffFileError):
+        return "not a TIFF file, or its header is corrupt"
+    if isinstance(exc, OSError):
+        return f"cannot be opened ({type(exc).__name__})"
+    return f"corrupt data ({type(exc).__name__})"
+
+
 def decode_tiff(path: str | Path) -> np.ndarray:
     """The pixel array exactly as stored in the file (masks hold 0/255 here)."""
     path = Path(path)
@@ -107,7 +119,7 @@ def decode_tiff(path: str | Path) -> np.ndarray:
     except DatasetError:
         raise
     except Exception as exc:  # tifffile and its codecs raise many types for a bad file
-        raise DatasetError(f"cannot read {path}: {exc}") from exc
+        raise DatasetError(f"cannot read {path}: {_failure(exc)}") from exc
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -162,7 +174,7 @@ def _inspect(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     except DatasetError:
         raise
     except Exception as exc:  # tifffile raises many types for a bad header
-        raise DatasetError(f"unreadable TIFF ({exc})") from exc
+        raise DatasetError(f"unreadable TIFF ({_failure(exc)})") from exc
     if dtype is None:
         raise DatasetError("unsupported TIFF pixel type")
     if ends and max(ends) > size:

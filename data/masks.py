@@ -43,3 +43,12 @@ def binary_mask(mask: np.ndarray) -> np.ndarray:
         return np.zeros(arr.shape, dtype=np.uint8) if values[0] <= 0 else np.ones(
             arr.shape, dtype=np.uint8)
     return (arr == values[1]).astype(np.uint8)
+
+
+def binary_volume(mask: np.ndarray) -> np.ndarray:
+    """A mask volume ``H x W x Z`` as uint8 {0, 1}: the rule above over all its voxels at once
+    (so a slice without tumour stays empty); raises MaskError when it breaks the rule."""
+    arr = np.asarray(mask)
+    if arr.ndim != 3:
+        raise MaskError(f"a mask volume must be H x W x Z; this one has shape {arr.shape}")
+    return binary_mask(arr.reshape(arr.shape[0], -1)).reshape(arr.shape)

@@ -2,6 +2,7 @@
 # Build from the repository root:  docker build -f docker/viewer.Dockerfile -t lggseg-viewer .
 # It talks to the API at $LGGSEG_API_URL (compose sets http://api:8000); without it, it runs the
 # bundled model in its own process. CPU by default; BASE_IMAGE / PIP_EXTRA_INDEX_URL as for the API.
+# .streamlit/config.toml (upload limit, XSRF on, no Deploy button) applies: streamlit starts in WORKDIR.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -20,6 +21,7 @@ COPY data ./data
 COPY inference ./inference
 COPY models ./models
 COPY training ./training
+COPY .streamlit ./.streamlit
 RUN pip install -c constraints.txt . \
     && useradd --create-home --uid 10001 lggseg
 

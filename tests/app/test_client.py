@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import nibabel as nib
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ import tifffile
 from fastapi.testclient import TestClient
 
 from app import backend
+from app import client as client_module
 from app.client import ApiClient, ApiError
 from inference.api.app import create_app
 from inference.api.settings import ServeSettings
@@ -101,3 +105,80 @@ def test_unreachable_api_says_so() -> None:
     client = ApiClient("http://127.0.0.1:9", timeout_s=2)
     with pytest.raises(ApiError, match="cannot reach the API at http://127.0.0.1:9"):
         client.ready()
+
+
+# ------------------------------------------------------- errors never echo what answered
+
+SECRET = "SECRET-TOKEN-123"
+
+
+def _answering(status: int, content: bytes, content_type: str) -> ApiClient:
+    """A client whose every request gets this answer (whatever answers at the address)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=content, headers={"content-type": content_type})
+
+    http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(handler))
+    return ApiClient("http://api.test", http=http)
+
+
+@pytest.mark.parametrize(
+    "content, content_type",
+    [
+        (f"<html><body>internal admin page {SECRET}</body></html>".encode(), "text/html"),
+        (json.dumps({"detail": SECRET}).encode(), "text/plain"),
+        (json.dumps({"error": SECRET}).encode(), "application/json"),
+        (json.dumps([SECRET]).encode(), "application/json"),
+        (SECRET.encode(), "application/json"),
+    ],
+)
+def test_an_answer_not_in_the_apis_error_shape_is_never_echoed(
+    content: bytes, content_type: str
+) -> None:
+    with pytest.raises(ApiError) as info:
+        _answering(502, content, content_type).ready()
+    assert str(info.value) == "the API answered HTTP 502 to GET /readyz"
+
+
+def test_the_apis_own_detail_is_shown_on_one_short_line() -> None:
+    detail = "the PNG data is\ntruncated\x1b[2J " + "x" * 1000
+    client = _answering(422, json.dumps({"detail": detail}).encode(), "application/json")
+    with pytest.raises(ApiError) as info:
+        client.segment(b"\x89PNG")
+    message = str(info.value)
+    assert message.startswith(
+        "the API answered HTTP 422 to POST /v1/segment: the PNG data is truncated [2J xxx")
+    assert message.endswith("...") and len(message) <= 60 + client_module.MAX_DETAIL_CHARS
+    assert "\n" not in message and "\x1b" not in message
+
+
+def test_a_validation_error_shows_its_messages_only() -> None:
+    body = {"detail": [{"loc": ["query", "format"], "msg": "Input should be 'png' or 'json'",
+                        "type": "literal_error", "input": SECRET}]}
+    client = _answering(422, json.dumps(body).encode(), "application/json")
+    with pytest.raises(ApiError) as info:
+        client.model_info()
+    assert str(info.value) == ("the API answered HTTP 422 to GET /v1/model: "
+                               "Input should be 'png' or 'json'")
+
+
+def test_a_malformed_answer_is_refused_without_its_content() -> None:
+    body = {"mask_png": "AAAA", "max_probability": SECRET, "tumour_pixels": 1,
+            "model_version": "1"}
+    client = _answering(200, json.dumps(body).encode(), "application/json")
+    with pytest.raises(ApiError) as info:
+        client.segment(b"\x89PNG")
+    assert "malformed" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_a_one_slice_zip_comes_back_as_a_one_slice_volume(
+    client: ApiClient, tiny_checkpoint: Path
+) -> None:
+    image = _slice(seed=4)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("s_1.tif", _tif(image))
+    answer = client.segment_volume(buffer.getvalue(), "one.zip")
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(image)
+    assert answer.masks.shape == (64, 64, 1)
+    np.testing.assert_array_equal(answer.masks[:, :, 0], expected.mask)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
+
+from app.demo import upload_limit_mib, viewer_command
+from inference.api.settings import ServeSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,3 +72,40 @@ def test_demo_starts_both_servers_and_stops_them_on_ctrl_c(tiny_checkpoint: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ------------------------------------------------------- the viewer's Streamlit settings
+
+
+def test_config_toml_matches_the_apis_upload_limit_and_keeps_xsrf_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LGGSEG_SERVE_MAX_UPLOAD_BYTES", raising=False)
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == upload_limit_mib(ServeSettings())
+    assert config["server"]["enableXsrfProtection"] is True
+    assert config["client"]["toolbarMode"] in ("viewer", "minimal")
+
+
+def test_streamlit_started_from_the_repository_root_reads_config_toml(tmp_path: Path) -> None:
+    """Where ``streamlit run app/viewer.py`` (the README, the demo, the Docker image) starts."""
+    probe = ("from streamlit import config; print(config.get_option('server.maxUploadSize'), "
+             "config.get_option('server.enableXsrfProtection'), "
+             "config.get_option('client.toolbarMode'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    env["HOME"] = str(tmp_path)  # no ~/.streamlit/config.toml of this machine
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert shown.split() == ["64", "True", "viewer"]
+
+
+def test_the_demo_gives_the_viewer_the_apis_upload_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LGGSEG_SERVE_MAX_UPLOAD_BYTES", str(16 * 2**20 + 5))
+    command = viewer_command("127.0.0.1", 8501, ServeSettings())
+    options = dict(zip(command[5::2], command[6::2], strict=True))
+    assert options["--server.maxUploadSize"] == "16"
+    assert options["--server.enableXsrfProtection"] == "true"
+    assert options["--client.toolbarMode"] == "viewer"
+    assert command[4] == str(REPO / "app" / "viewer.py")

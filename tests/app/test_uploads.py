@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
+import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from app import uploads
+from app import backend, uploads
+from data.masks import binary_mask
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -26,6 +29,12 @@ def _tif(array: np.ndarray) -> bytes:
 
 def _slice(size: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def _mask(size: int = 32) -> np.ndarray:
@@ -63,7 +72,6 @@ def test_display_name_strips_paths_control_characters_and_backticks() -> None:
     assert uploads.display_name("../../etc/passwd") == "passwd"
     assert uploads.display_name("C:\\temp\\a`b\n.tif") == "a_b_.tif"
     assert len(uploads.display_name("x" * 500 + ".tif")) == uploads.MAX_NAME_CHARS
-    assert uploads.stem("vol.nii.gz") == "vol" and uploads.stem("s_mask.TIF") == "s_mask"
 
 
 def test_truth_mask_accepts_0_255_and_grey_rgb() -> None:
@@ -125,3 +133,81 @@ def test_a_mask_of_another_size_keeps_the_slice_without_ground_truth() -> None:
 def test_only_masks_uploaded_is_a_problem() -> None:
     slices, problems = uploads.read_slices([("a_mask.png", _png(_mask()))])
     assert slices == [] and "only masks" in problems[0].message
+
+
+# ------------------------------------------------------- one mask rule, one naming helper
+
+
+def test_naming_is_data_namings_not_a_copy() -> None:
+    for duplicate in ("stem", "is_mask_name", "_case", "MASK_SUFFIX"):
+        assert not hasattr(uploads, duplicate), duplicate
+
+
+def test_truth_mask_is_the_data_masks_rule() -> None:
+    """Two values: the higher is tumour, whatever they are (data.masks.binary_mask)."""
+    mask = np.where(_mask() > 0, 7, 3).astype(np.uint8)
+    out = uploads.as_truth_mask(mask, (32, 32, 3))
+    np.testing.assert_array_equal(out, binary_mask(mask))
+    assert out.sum() == 96
+    with pytest.raises(ValueError, match="NaN"):
+        uploads.as_truth_mask(np.full((32, 32), np.nan, np.float32), (32, 32, 3))
+
+
+def test_truth_volume_is_the_data_masks_rule_over_all_voxels() -> None:
+    truth = np.zeros((16, 16, 3), np.uint8)
+    truth[4:8, 4:8, 1] = 255  # slices 0 and 2 hold background only
+    out = uploads.as_truth_volume(truth, (16, 16, 3, 3))
+    assert out.dtype == np.uint8 and out.sum() == 16 and out[:, :, 1].sum() == 16
+    with pytest.raises(ValueError, match="two values"):
+        uploads.as_truth_volume(np.arange(16 * 16 * 3).reshape(16, 16, 3), (16, 16, 3))
+
+
+def test_a_second_mask_for_the_same_slice_is_a_problem() -> None:
+    pairs, problems = uploads.pair_by_name(
+        [("a.tif", b"1"), ("b.tif", b"2")], [("a_mask.tif", b"m"), ("A_MASK.png", b"n")])
+    assert [m[0] if m else None for _, m in pairs] == ["a_mask.tif", None]
+    assert [(p.name, p.message) for p in problems] == [
+        ("A_MASK.png", "a second mask for the same slice as `a_mask.tif`; ignored")]
+
+
+# ------------------------------------------------------- three sequences; JPEG flagged
+
+
+@pytest.mark.parametrize(
+    "name, data, channels",
+    [
+        ("grey.png", _png(_slice()[:, :, 1]), "1 channel"),
+        ("grey.tif", _tif(_slice()[:, :, 1]), "1 channel"),
+        ("grey_alpha.png", _png(np.dstack([_slice()[:, :, 1], _mask()])), "1 channel"),
+    ],
+)
+def test_a_slice_without_the_three_sequences_is_refused_naming_them(
+    name: str, data: bytes, channels: str
+) -> None:
+    slices, problems = uploads.read_slices([(name, data), ("ok.png", _png(_slice()))])
+    assert [s.name for s in slices] == ["ok.png"]
+    assert len(problems) == 1 and problems[0].name == name
+    assert channels in problems[0].message
+    assert "pre-contrast, FLAIR, post-contrast" in problems[0].message
+
+
+def test_a_grey_volume_is_refused_naming_the_sequences() -> None:
+    volume = np.stack([_slice(seed=k)[:, :, 1] for k in range(3)], axis=2)
+    data = nib.Nifti1Image(volume, np.eye(4)).to_bytes()
+    with pytest.raises(backend.BadUpload, match="pre-contrast, FLAIR, post-contrast"):
+        uploads.read_volume(("grey.nii", data))
+
+
+def test_jpeg_slices_and_zips_are_flagged_lossy() -> None:
+    slices, problems = uploads.read_slices(
+        [("a.jpg", _jpeg(_slice())), ("b.png", _png(_slice(seed=1))),
+         ("c.tif", _tif(_slice(seed=2)))])
+    assert problems == []
+    assert [(s.name, s.lossy) for s in slices] == [
+        ("a.jpg", True), ("b.png", False), ("c.tif", False)]
+    for entry, lossy in ((_jpeg(_slice()), True), (_png(_slice()), False)):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("v_1.img", entry)
+            archive.writestr("v_2.img", _png(_slice(seed=3)))
+        assert uploads.read_volume(("v.zip", buffer.getvalue())).lossy is lossy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -301,3 +302,171 @@ def test_an_unexpected_error_is_a_message_not_a_traceback(
     errors = [e.value for e in viewer.error]
     assert len(errors) == 1 and errors[0].startswith("Something went wrong")
     assert "boom" not in errors[0]
+
+
+# ------------------------------------------------------- operator settings, not page inputs
+
+
+def _patient(root: Path, name: str, slices: int) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for k in range(1, slices + 1):
+        tifffile.imwrite(folder / f"{name}_{k}.tif", _brain(), photometric="rgb")
+        tifffile.imwrite(folder / f"{name}_{k}_mask.tif", _truth() if k % 2 else _truth() * 0)
+
+
+def _dataset_page(monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, root: Path) -> AppTest:
+    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
+    monkeypatch.setenv("LGGSEG_DATA_DIR", str(root))
+    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
+    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
+    at.run()
+    at.radio(key="mode").set_value("Browse a dataset folder").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_page_asks_for_no_address_or_path(viewer: AppTest) -> None:
+    """The API URL (which receives the API key) and the dataset folder are operator settings."""
+    assert not viewer.text_input
+    viewer.radio(key="mode").set_value("Browse a dataset folder").run()
+    assert not viewer.text_input
+    assert "LGGSEG_DATA_DIR" in _texts(viewer)
+
+
+def test_dataset_patients_are_picked_from_the_configured_folder_only(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "kaggle_3m"
+    _patient(root, "TCGA_AA_0001_20000101", 3)
+    _patient(root, "TCGA_BB_0002_20000202", 2)
+    (root / "not_a_patient").mkdir()
+    at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+    assert not at.error and not at.text_input, [e.value for e in at.error]
+    assert at.selectbox(key="patient").options == [
+        "TCGA_AA_0001_20000101 (3 slices)", "TCGA_BB_0002_20000202 (2 slices)"]
+    assert _metric(at, "Slices") == "3"
+    at.selectbox(key="patient").set_value("TCGA_BB_0002_20000202").run()
+    assert not at.exception and not at.error
+    assert _metric(at, "Slices") == "2"
+
+
+def test_dataset_errors_reveal_nothing_about_the_server(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A missing folder and one without patients (but with a kaggle_3m below it) read the same:
+    no path, no "did you mean" hint."""
+    holder = tmp_path / "holder"
+    _patient(holder / "deeper" / "kaggle_3m", "TCGA_AA_0001_20000101", 1)
+    shown = []
+    for root in (tmp_path / "missing", holder):
+        at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "cannot be browsed" in errors[0]
+        assert str(tmp_path) not in errors[0] and "did you mean" not in errors[0]
+        shown.append(errors[0])
+    assert shown[0] == shown[1]
+
+
+def test_a_file_named_like_a_slice_does_not_leak_its_bytes(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "kaggle_3m"
+    name = "TCGA_AA_0001_20000101"
+    _patient(root, name, 1)
+    (root / name / f"{name}_1.tif").write_bytes(b"SECRET=hunter2\n" * 40)
+    at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "cannot be browsed" in errors[0]
+    page = "\n".join(errors + [_texts(at)])
+    assert "SECR" not in page and "hunter2" not in page
+
+
+# ------------------------------------------------------- single-slice volumes and patients
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_one_slice_zip_is_shown_without_a_slider(viewer: AppTest) -> None:
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(
+        ("one.zip", _zip({"one_1.png": _png(_brain())}), "application/zip")).run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+    assert _metric(viewer, "Slices") == "1"
+    assert not [s for s in viewer.slider if s.key == "slice-volume"]
+    assert "slice 1 of 1" in viewer.subheader[0].value
+    assert _metric(viewer, "Predicted tumour area").endswith(" px")
+
+
+def test_a_one_slice_patient_is_shown_without_a_slider(
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "kaggle_3m"
+    _patient(root, "TCGA_AA_0001_20000101", 1)
+    at = _dataset_page(monkeypatch, tiny_checkpoint, root)
+    assert not at.error, [e.value for e in at.error]
+    assert _metric(at, "Slices") == "1"
+    assert _metric(at, "Ground-truth tumour").startswith(f"{int((_truth() > 0).sum()):,} px")
+    assert not [s for s in at.slider if s.key and s.key.startswith("slice-")]
+
+
+# ------------------------------------------------------- inputs the model cannot read; JPEG
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_grey_slice_is_an_error_naming_the_three_sequences(viewer: AppTest) -> None:
+    viewer.file_uploader(key="slices").set_value(
+        ("flair_only.png", _png(_brain()[:, :, 1]), "image/png")).run()
+    assert not viewer.exception
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and "flair_only.png" in errors[0] and "1 channel" in errors[0]
+    assert "pre-contrast, FLAIR, post-contrast" in errors[0]
+    assert not viewer.metric and not viewer.image
+
+
+def test_a_grey_volume_is_an_error_naming_the_three_sequences(viewer: AppTest) -> None:
+    volume, _ = _volume_and_truth()
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.file_uploader(key="volume").set_value(
+        ("flair.nii.gz", _nifti(volume[..., 1]), "application/gzip")).run()
+    assert not viewer.exception
+    errors = [e.value for e in viewer.error]
+    assert len(errors) == 1 and "pre-contrast, FLAIR, post-contrast" in errors[0]
+    assert not viewer.metric
+
+
+def test_a_jpeg_is_segmented_with_a_visible_warning(
+    viewer: AppTest, tiny_checkpoint: Path
+) -> None:
+    data = _jpeg(_brain())
+    viewer.file_uploader(key="slices").set_value(("scan.jpg", data, "image/jpeg")).run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+    warnings = [w.value for w in viewer.warning if "JPEG" in w.value]
+    assert len(warnings) == 1 and "`scan.jpg` is a JPEG" in warnings[0]
+    assert "lossy compression changes pixel values" in warnings[0]
+    decoded = np.asarray(Image.open(io.BytesIO(data)))
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(decoded).mask
+    assert _metric(viewer, "Predicted tumour area").startswith(f"{int(expected.sum()):,} px")
+
+    viewer.file_uploader(key="slices").set_value(("scan.png", _png(_brain()), "image/png")).run()
+    assert not [w for w in viewer.warning if "JPEG" in w.value]
+
+
+def test_a_zip_of_jpegs_is_segmented_with_a_visible_warning(viewer: AppTest) -> None:
+    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    archive = _zip({"v_1.jpg": _jpeg(_brain()), "v_2.jpg": _jpeg(_brain())})
+    viewer.file_uploader(key="volume").set_value(("v.zip", archive, "application/zip")).run()
+    assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+    assert any("`v.zip` holds JPEG slices" in w.value for w in viewer.warning)
+    assert _metric(viewer, "Slices") == "2"

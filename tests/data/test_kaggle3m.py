@@ -192,6 +192,22 @@ def test_unreadable_and_truncated_files(make_kaggle3m: SyntheticWriter) -> None:
         read_image(folder / f"{PATIENT}_1.tif")
 
 
+def test_errors_never_quote_the_files_bytes(make_kaggle3m: SyntheticWriter) -> None:
+    """A file named like a slice (anything at all) is reported without its content."""
+    root = make_kaggle3m([PATIENT], slices=2, compress=False)
+    secret = root / PATIENT / f"{PATIENT}_1.tif"
+    secret.write_bytes(b"SECRET=hunter2\n" * 40)
+    with pytest.raises(DatasetError) as info:
+        scan_dataset(root)
+    with pytest.raises(DatasetError) as read:
+        read_image(secret)
+    with pytest.warns(UserWarning) as skipped:
+        scan_dataset(root, skip_bad=True)
+    for message in (str(info.value), str(read.value), str(skipped[0].message)):
+        assert "not a TIFF file" in message
+        assert "SECR" not in message and "hunter2" not in message
+
+
 def test_wrong_layout_files(make_kaggle3m: SyntheticWriter) -> None:
     root = make_kaggle3m([PATIENT], slices=3)
     folder = root / PATIENT
