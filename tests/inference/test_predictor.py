@@ -1,4 +1,12 @@
-"""The Predictor on a tiny random-weights checkpoint: shapes, batching, volumes, TTA, repeats."""
+"""The Predictor on a tiny random-weights checkpoint: shapes, batching, volumes, TTA, repeats.
+
+Results computed with different batch sizes, thread counts or kernels are compared within a
+tolerance, never bit for bit: oneDNN picks kernels by batch size and CPU (AVX512 or AMX), and
+their summation orders differ. In fp32 a logit then moves by a few 1e-7 relative; on the tiny
+checkpoint (probabilities 0.506-0.509, slope 0.25) that is under 1e-6 in probability, so
+``FP32_ATOL`` below leaves a margin of 20x, while the effects tested (a flip, a threshold) are
+100x larger. Only the same call repeated on the same machine is compared exactly.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,9 @@ import torch
 from inference.predictor import Predictor, VolumePrediction, resolve_precision
 from models.checkpoint import CheckpointError
 from tests.inference.samples import brain_like, make_checkpoint
+
+
+FP32_ATOL = 2e-5
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +41,16 @@ def test_outputs_have_the_inputs_size(predictor: Predictor, shape: tuple[int, in
     assert np.all((result.probabilities >= 0) & (result.probabilities <= 1))
 
 
-def test_grey_and_16bit_inputs_are_accepted(predictor: Predictor) -> None:
-    grey = brain_like(64, 64)[:, :, 1].astype(np.uint16) * 200
-    assert predictor.predict_slice(grey).mask.shape == (64, 64)
+def test_16bit_inputs_are_accepted_and_grey_refused(predictor: Predictor) -> None:
+    from data.preprocessing import ChannelError
+
+    image = brain_like(64, 64)
+    wide = image.astype(np.uint16) * 200
+    assert np.allclose(predictor.predict_slice(wide).probabilities,
+                       predictor.predict_slice(image).probabilities, atol=FP32_ATOL)
+    for grey in (image[:, :, 1], image[:, :, :1], image[:, :, :2]):
+        with pytest.raises(ChannelError, match="pre-contrast, FLAIR, post-contrast"):
+            predictor.predict_slice(grey)
 
 
 def test_constant_image_gives_a_valid_mask_without_nan(predictor: Predictor) -> None:
@@ -41,16 +59,23 @@ def test_constant_image_gives_a_valid_mask_without_nan(predictor: Predictor) -> 
     assert result.mask.shape == (40, 40)
 
 
-def test_batch_equals_one_by_one(spread_checkpoint: Path) -> None:
-    predictor = Predictor.from_checkpoint(spread_checkpoint)
+def test_batch_equals_one_by_one(tiny_checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32")
     images = [brain_like(64, 64, seed) for seed in range(2)] + [brain_like(100, 80, 9)]
     batched = predictor.predict_batch(images)
     single = [predictor.predict_slice(image) for image in images]
     for b, s in zip(batched, single, strict=True):
-        assert np.array_equal(b.probabilities, s.probabilities)
-        assert np.array_equal(b.mask, s.mask)
-    assert 0 < batched[0].tumour_pixels < batched[0].mask.size  # masks are not trivial here
+        assert b.probabilities.shape == s.probabilities.shape
+        assert np.allclose(b.probabilities, s.probabilities, atol=FP32_ATOL, rtol=0)
     assert predictor.predict_batch([]) == []
+
+
+def test_batched_masks_follow_the_threshold(spread_checkpoint: Path) -> None:
+    """With steep logits, a mask pixel is tumour exactly where its own probability is > 0.5."""
+    predictor = Predictor.from_checkpoint(spread_checkpoint)
+    for result in predictor.predict_batch([brain_like(64, 64, seed) for seed in range(3)]):
+        assert np.array_equal(result.mask, (result.probabilities > 0.5).astype(np.uint8))
+        assert 0 < result.tumour_pixels < result.mask.size  # masks are not trivial here
 
 
 def test_same_input_twice_gives_identical_bytes(predictor: Predictor) -> None:
@@ -60,34 +85,38 @@ def test_same_input_twice_gives_identical_bytes(predictor: Predictor) -> None:
     assert a.mask.tobytes() == b.mask.tobytes()
 
 
-def test_volume_from_array_and_from_list(spread_checkpoint: Path) -> None:
-    predictor = Predictor.from_checkpoint(spread_checkpoint, batch_size=2)
+def test_volume_from_array_and_from_list(tiny_checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, batch_size=2, precision="fp32")
     slices = [brain_like(48, 56, seed) for seed in range(3)]
     from_list = predictor.predict_volume(slices)
     from_array = predictor.predict_volume(np.stack(slices, axis=2))  # H x W x Z x C
     assert isinstance(from_list, VolumePrediction)
     assert from_list.masks.shape == (48, 56, 3) and from_list.masks.dtype == np.uint8
-    assert np.array_equal(from_list.masks, from_array.masks)
+    assert np.array_equal(from_list.masks, from_array.masks)  # same batches: same arithmetic
     for k, summary in enumerate(from_list.slices):
-        one = predictor.predict_slice(slices[k])
-        assert np.array_equal(from_list.masks[:, :, k], one.mask)
-        assert summary.index == k and summary.tumour_pixels == one.tumour_pixels
+        one = predictor.predict_slice(slices[k])  # batch of 1 vs 2: within the tolerance
+        assert np.allclose(from_list.probabilities[:, :, k], one.probabilities, atol=FP32_ATOL)
+        assert summary.index == k
+        assert summary.tumour_pixels == int(from_list.masks[:, :, k].sum())
     assert from_list.tumour_voxels == sum(s.tumour_pixels for s in from_list.slices)
-    grey = predictor.predict_volume(np.stack([s[:, :, 0] for s in slices], axis=2))  # H x W x Z
-    assert grey.masks.shape == (48, 56, 3)
+    from data.preprocessing import ChannelError
+
+    with pytest.raises(ChannelError, match="FLAIR"):  # H x W x Z: one sequence only
+        predictor.predict_volume(np.stack([s[:, :, 0] for s in slices], axis=2))
     with pytest.raises(ValueError, match="same height and width"):
         predictor.predict_volume([slices[0], brain_like(10, 10)])
 
 
-def test_tta_averages_with_the_flipped_pass(spread_checkpoint: Path) -> None:
-    plain = Predictor.from_checkpoint(spread_checkpoint, precision="fp32")
-    tta = Predictor.from_checkpoint(spread_checkpoint, precision="fp32", tta=True)
+def test_tta_averages_with_the_flipped_pass(tiny_checkpoint: Path) -> None:
+    plain = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32")
+    tta = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32", tta=True)
     image = brain_like(64, 64, 5)
     p = plain.predict_slice(image).probabilities
     p_flipped = np.fliplr(plain.predict_slice(np.fliplr(image).copy()).probabilities)
     expected = (p + p_flipped) / 2
-    assert np.allclose(tta.predict_slice(image).probabilities, expected, atol=1e-5)
-    assert not np.allclose(p, expected, atol=1e-3)  # the flip really changes something
+    # TTA runs both passes as one batch of 2: the batch-size tolerance applies.
+    assert np.allclose(tta.predict_slice(image).probabilities, expected, atol=FP32_ATOL, rtol=0)
+    assert np.abs(p - expected).max() > 10 * FP32_ATOL  # the flip really changes something
 
 
 def test_prepare_matches_the_shared_preprocessing(predictor: Predictor) -> None:
@@ -192,6 +221,8 @@ def test_bf16_weights_cast_once_give_the_autocast_result(tiny_checkpoint: Path) 
     x = predictor.prepare([brain_like(64, 64, s) for s in range(2)])
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         reference = torch.sigmoid(model(x.contiguous(memory_format=torch.channels_last)).float())
-    assert np.array_equal(predictor._forward(x), reference[:, 0].numpy())
+    # Same kernels whether autocast casts the weights or they were cast once: agreement far
+    # inside bf16's own rounding (2**-8 relative) is what is promised, not bit equality.
+    assert np.allclose(predictor._forward(x), reference[:, 0].numpy(), atol=1e-4, rtol=0)
     fp32 = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32")
     assert fp32.model.encoder.conv1.weight.dtype == torch.float32
