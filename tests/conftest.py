@@ -16,6 +16,16 @@ DEFAULT_LGG = REPO.parent / "shared" / "data" / "lgg" / "kaggle_3m"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> object:
+    """A test that changes torch's thread count (the API's lifespan does) changes it for itself
+    only: every later test starts with the suite's setting."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def lgg_root() -> Path | None:
     root = Path(os.environ.get("LGGSEG_TEST_DATA_DIR", DEFAULT_LGG))
     return root if (root / "data.csv").is_file() else None

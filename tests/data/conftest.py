@@ -3,8 +3,11 @@ kaggle_3m folders written with tifffile."""
 
 from __future__ import annotations
 
+import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,41 @@ SyntheticWriter = Callable[..., Path]
 def lgg_patients(lgg_dir: Path) -> list[PatientRecord]:
     """The real dataset, scanned once (headers only)."""
     return scan_dataset(lgg_dir)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the real folder holds, counted from its file names alone (not by the reader)."""
+
+    slices: dict[str, int]  # patient folder -> image files (masks not counted)
+
+    @property
+    def patients(self) -> int:
+        return len(self.slices)
+
+    @property
+    def total_slices(self) -> int:
+        return sum(self.slices.values())
+
+    def institutions(self) -> Counter[str]:
+        return Counter(name.split("_")[1] for name in self.slices)
+
+
+@pytest.fixture(scope="session")
+def lgg_listing(lgg_dir: Path) -> Listing:
+    """The real folder's own counts, so tests hold for any copy (74 patients here, 110 public)."""
+    slices = {}
+    for folder in sorted(d for d in lgg_dir.iterdir() if d.is_dir() and d.name.startswith("TCGA_")):
+        slices[folder.name] = sum(
+            1 for f in folder.iterdir() if re.fullmatch(rf"{folder.name}_\d+\.tif", f.name)
+        )
+    return Listing(slices)
+
+
+def tumour_slices(tumour: dict[str, np.ndarray], patients: object = None) -> int:
+    """Slices with tumour, from the per-slice pixel counts of ``lgg_tumour``."""
+    return sum(int((t > 0).sum()) for pid, t in tumour.items()
+               if patients is None or pid in patients)  # type: ignore[operator]
 
 
 @pytest.fixture(scope="session")

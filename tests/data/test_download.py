@@ -14,7 +14,7 @@ import pytest
 import data.summary
 from data import download
 from data.kaggle3m import PatientRecord
-from tests.data.conftest import SyntheticWriter
+from tests.data.conftest import Listing, SyntheticWriter, tumour_slices
 
 
 @pytest.fixture
@@ -25,24 +25,32 @@ def cached_tumour(monkeypatch: pytest.MonkeyPatch, lgg_tumour: dict[str, np.ndar
 
 @pytest.mark.realdata
 def test_verify_only_real_data(
-    lgg_dir: Path, cached_tumour: None, capsys: pytest.CaptureFixture[str]
+    lgg_dir: Path, cached_tumour: None, lgg_listing: Listing, lgg_tumour: dict[str, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert download.main(["--verify-only", str(lgg_dir.parent)]) == 0  # finds kaggle_3m inside
     out = capsys.readouterr().out
-    assert f"verified {lgg_dir}: 74 patients, 2608 slices, 934 with tumour" in out
+    n, total, tumour = lgg_listing.patients, lgg_listing.total_slices, tumour_slices(lgg_tumour)
+    assert f"verified {lgg_dir}: {n} patients, {total} slices, {tumour} with tumour" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:-1]}
-    assert rows["DU"][:3] == ["30", "1221", "407"]
-    assert rows["all"][:3] == ["74", "2608", "934"]
-    assert sum(int(r[0]) for k, r in rows.items() if k != "all") == 74
+    du = [p for p in lgg_listing.slices if p.startswith("TCGA_DU_")]
+    assert rows["DU"][:3] == [str(len(du)), str(sum(lgg_listing.slices[p] for p in du)),
+                              str(tumour_slices(lgg_tumour, du))]
+    assert rows["all"][:3] == [str(n), str(total), str(tumour)]
+    assert sum(int(r[0]) for k, r in rows.items() if k != "all") == n
 
 
 @pytest.mark.realdata
 def test_summary_cli_real_data(
-    lgg_dir: Path, cached_tumour: None, capsys: pytest.CaptureFixture[str]
+    lgg_dir: Path, cached_tumour: None, lgg_listing: Listing, lgg_tumour: dict[str, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert data.summary.main([str(lgg_dir)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1].endswith("74 patients, 2608 slices, 934 with tumour")
+    assert out.splitlines()[-1].endswith(
+        f"{lgg_listing.patients} patients, {lgg_listing.total_slices} slices, "
+        f"{tumour_slices(lgg_tumour)} with tumour"
+    )
     assert "EZ" in out and "HT" in out
 
 

@@ -20,7 +20,13 @@ from data.kaggle3m import (
     scan_dataset,
     tumour_pixels,
 )
-from tests.data.conftest import SyntheticWriter, expected_slice, write_tif
+from tests.data.conftest import (
+    Listing,
+    SyntheticWriter,
+    expected_slice,
+    tumour_slices,
+    write_tif,
+)
 
 PATIENT = "TCGA_AA_0001_20000101"
 
@@ -29,14 +35,14 @@ PATIENT = "TCGA_AA_0001_20000101"
 
 @pytest.mark.realdata
 def test_real_dataset_counts(
-    lgg_patients: list[PatientRecord], lgg_tumour: dict[str, np.ndarray]
+    lgg_patients: list[PatientRecord], lgg_tumour: dict[str, np.ndarray], lgg_listing: Listing
 ) -> None:
-    assert len(lgg_patients) == 74
-    assert sum(len(p.slices) for p in lgg_patients) == 2608
-    assert sum(int((t > 0).sum()) for t in lgg_tumour.values()) == 934
+    assert {p.patient_id: len(p.slices) for p in lgg_patients} == lgg_listing.slices
     ids = [p.patient_id for p in lgg_patients]
-    assert ids == sorted(ids) and len(set(ids)) == 74
-    assert {p.institution for p in lgg_patients} == {"CS", "DU", "EZ", "FG", "HT"}
+    assert ids == sorted(ids) and len(set(ids)) == lgg_listing.patients
+    assert {p.institution for p in lgg_patients} == set(lgg_listing.institutions())
+    assert [len(lgg_tumour[p]) for p in ids] == [lgg_listing.slices[p] for p in ids]
+    assert 0 < tumour_slices(lgg_tumour) < lgg_listing.total_slices
     assert all(p.patient_id.startswith(f"TCGA_{p.institution}_") for p in lgg_patients)
 
 
@@ -63,10 +69,10 @@ def _pixel_hashes(root: Path) -> dict[str, str]:
 
 @pytest.mark.realdata
 def test_real_pixels_match_published_hashes(
-    lgg_dir: Path, lgg_patients: list[PatientRecord]
+    lgg_dir: Path, lgg_patients: list[PatientRecord], lgg_listing: Listing
 ) -> None:
     hashes = _pixel_hashes(lgg_dir)
-    assert len(hashes) == 2 * 2608
+    assert len(hashes) == 2 * lgg_listing.total_slices
     rng = np.random.default_rng(0)
     sample = [s for p in lgg_patients for s in p.slices]
     picked = [sample[i] for i in rng.choice(len(sample), size=40, replace=False)]

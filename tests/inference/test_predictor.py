@@ -21,7 +21,6 @@ from inference.predictor import Predictor, VolumePrediction, resolve_precision
 from models.checkpoint import CheckpointError
 from tests.inference.samples import brain_like, make_checkpoint
 
-
 FP32_ATOL = 2e-5
 
 
