@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import cpu_supports_bf16  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
+from models.precision import cpu_supports_bf16  # noqa: E402
 
 
 def model_gflop(backbone: str, size: int) -> tuple[float, float]:

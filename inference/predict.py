@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from data.kaggle3m import PATIENT_DIR, SLICE_FILE, DatasetError, read_image, read_mask
 from data.masks import MaskError, binary_mask
-from data.naming import is_prediction_name, pair_by_name, prediction_name
+from data.naming import is_prediction_name, pair_by_name, prediction_name, stem
 from data.preprocessing import check_channels
 from inference.decode import (
     DecodeProblem,
@@ -130,15 +130,15 @@ def _file_jobs(files: Sequence[Path]) -> list[Job]:
         by_folder.setdefault(path.parent, []).append(path)
     for folder_files in by_folder.values():
         pairs, orphans, duplicates = pair_by_name(folder_files, lambda p: p.name)
-        for mask in orphans:
-            raise InputError(f"{mask}: a ground-truth mask (named *_mask) without its image; "
-                             "pass the image too, or leave the mask out")
-        for duplicate in duplicates:
-            raise InputError(f"{duplicate}: a second file for the same case")
-        for image, mask in pairs:
-            if mask is None:  # the mask may sit beside the image without being named
-                mask = next((m for m in image.parent.glob(f"{image.stem}_mask.*")
-                             if m.is_file()), None)
+        if orphans:
+            raise InputError(f"{orphans[0]}: a ground-truth mask (named *_mask) without its "
+                             "image; pass the image too, or leave the mask out")
+        if duplicates:
+            raise InputError(f"{duplicates[0]}: a second file for the same case")
+        for image, named in pairs:
+            # The mask may sit beside the image without being named on the command line.
+            mask = named or next((m for m in image.parent.glob(f"{stem(image.name)}_mask.*")
+                                  if m.is_file()), None)
             kind = _file_kind(image)
             jobs.append(NiftiFile(image, mask) if kind == "nifti" else SliceFile(image, mask))
     return jobs

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +29,9 @@ from pydantic import ValidationError
 
 from data.preprocessing import PreprocessingConfig, preprocess_image, restore_size
 from models.checkpoint import CheckpointError, load_checkpoint
+from models.precision import Precision, resolve_precision
 
 log = logging.getLogger(__name__)
-
-Precision = Literal["auto", "bf16", "fp32"]
-
 
 @dataclass(frozen=True)
 class SlicePrediction:
@@ -101,27 +99,6 @@ def _cast_convolutions(model: torch.nn.Module, dtype: torch.dtype) -> None:
     for module in model.modules():
         if isinstance(module, _CONVOLUTIONS):
             module.to(dtype)
-
-
-def cpu_supports_bf16() -> bool:
-    """True where this CPU runs bf16 convolutions natively (AMX or AVX512-BF16 via oneDNN)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> Literal["bf16", "fp32"]:
-    """``auto`` -> bf16 where the hardware has it natively, else fp32."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    return "fp32"
 
 
 class Predictor:

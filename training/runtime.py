@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from models.precision import resolve_precision
 from training.config import DistributedEnv
 
 logger = logging.getLogger(__name__)
@@ -69,19 +70,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto`` is bf16 where the device computes it natively, else fp32."""
-    if amp == "fp32":
-        return None
-    if amp == "bf16" or bf16_supported(device):
-        return torch.bfloat16
-    return None
+    """The autocast dtype: ``models.precision``'s rule, the one the Predictor follows too."""
+    return torch.bfloat16 if resolve_precision(amp, device) == "bf16" else None
 
 
 def setup_runtime(device: str, amp: str, channels_last: bool) -> Runtime:

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.predictor import Predictor, VolumePrediction, resolve_precision
+from inference.predictor import Predictor, VolumePrediction
 from models.checkpoint import CheckpointError
+from models.precision import resolve_precision
 from tests.inference.samples import brain_like, make_checkpoint
 
 FP32_ATOL = 2e-5
