@@ -253,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(run_one(cfg, run_dir, args.data_dir, args.dice_threshold,
                                 first.training.device))
             curves[name].append(read_curve(run_dir))
+    except ConfigError as exc:  # e.g. a changed schedule for runs already started in OUT
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (DatasetError, RuntimeError, ValueError) as exc:
         logger.error("comparison stopped: %s (re-run the same command to resume)", exc)
         return 1
