@@ -139,9 +139,9 @@ def _refuse_schedule_change(
 ) -> ScheduleChangeError:
     return ScheduleChangeError(
         f"--resume cannot change {', '.join(keys)} of a run: its learning-rate schedule "
-        f"({was.describe()}) would be re-stretched to {asked.describe()} mid-run, so the "
-        "remaining steps would follow neither curve and the run would no longer equal an "
-        "uninterrupted one. To continue the run, resume without changing these values. To "
+        f"({was.describe()}) would be re-stretched to {asked.describe()} mid-run: the LR would "
+        "jump to wherever the new curve stands at this step, and the run would no longer equal "
+        "an uninterrupted one. To continue the run, resume without changing these values. To "
         "train on from its last epoch with a new warm-up + cosine over the remaining epochs, "
         "add --warm-restart (recorded in the model card). Or start a new run folder."
     )
