@@ -166,7 +166,7 @@ def resumed_schedule(
         if not current.same_curve(asked):
             raise ScheduleChangeError(
                 f"resume.pt continues the schedule {current.describe()}, but the configuration "
-                f"asks for {asked.describe()}: resume with those values (--epochs, "
+                f"asks for {asked.describe()}: resume with resume.pt's values (--epochs, "
                 "--warmup-epochs, --lr, --set training.min_lr_factor=...), or add "
                 "--warm-restart to start a new schedule from the last completed epoch"
             )
