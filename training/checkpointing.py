@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ class Progress:
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     wall_time_s: float = 0.0
+    schedule: dict[str, Any] = field(default_factory=dict)
+    """The run's own LR schedule (``training.schedule.CosineSchedule.to_dict``); empty in
+    resume files written before it was recorded."""
+    warm_restarts: list[dict[str, Any]] = field(default_factory=list)
+    """Schedules started later by ``--warm-restart``, oldest first; the last one is in force."""
 
 
 def build_card(
@@ -66,6 +71,7 @@ def build_card(
             "best_val_mean_patient_dice": progress.best_dice,
             **epoch_metrics,
         },
+        "schedule": {**progress.schedule, "warm_restarts": progress.warm_restarts},
         "wall_time_s": round(progress.wall_time_s, 1),
         "versions": library_versions(),
         "hardware": hardware(runtime),

@@ -60,8 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue RUN_DIR from its last completed epoch (resume.pt); the "
                           "configuration comes from RUN_DIR/config.yaml, flags may change only "
-                          "epochs, patience, device, threads, workers and the data folder "
-                          "(a new --epochs re-stretches the cosine schedule)")
+                          "patience, device, threads, workers and the data folder; the LR "
+                          "schedule (--epochs, --warmup-epochs, --lr, training.min_lr_factor) "
+                          "stays as it was, so the result equals an uninterrupted run, unless "
+                          "--warm-restart is given")
+    run.add_argument("--warm-restart", action="store_true",
+                     help="with --resume: train on from the last completed epoch with a new "
+                          "LR schedule, keeping the weights and optimizer state: a linear "
+                          "warm-up of the run's warmup_epochs (or --warmup-epochs; 0 for none), "
+                          "then cosine from the run's lr (or --lr) down to lr x min_lr_factor "
+                          "at the end of --epochs; recorded in the model card under "
+                          "schedule.warm_restarts")
     run.add_argument("--stop-after-epochs", type=int, metavar="N",
                      help="stop cleanly after N epochs in this invocation (e.g. for job time "
                           "limits); continue later with --resume")

@@ -7,8 +7,15 @@ Writes to OUT:
 
     runs/<optimizer>/seed<k>/     the training runs (resumable: finished runs are skipped)
     comparison.csv                one row per run
-    comparison.md                 mean +- std over seeds per optimizer, with the budget stated
-    learning_curves.png           validation mean patient Dice per epoch (mean over seeds)
+    comparison.md                 mean +- sample std (n-1) over seeds per optimizer, with the
+                                  budget stated
+    learning_curves.png           in-training validation Dice per epoch (mean over seeds)
+
+Two validation measures exist and are never mixed under one name: ``val_dice`` / ``val_iou``
+(the table's "val" columns) come from ``training.evaluate``, per-patient volumetric at the masks'
+own resolution, the same measure as ``test_dice``; the per-epoch validation inside training
+(``metrics.csv``, at the model's input size) is the only one recorded every epoch, so the
+"epochs to" column and the learning curves use it, and say so.
 """
 
 from __future__ import annotations
@@ -67,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None, help="learning rate for every run")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda")
     parser.add_argument("--dice-threshold", type=float, default=0.7,
-                        help="report the first epoch whose validation Dice reaches this")
+                        help="report the first epoch whose in-training validation Dice (at "
+                             "the model input size) reaches this")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="any other configuration value, the same for every run")
     return parser
@@ -157,6 +165,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, data_dir: Path, threshold: float,
 
 
 def mean_std(values: Sequence[float], digits: int = 3) -> str:
+    """``mean ± sample std (n-1)`` of the finite values; one value alone has no spread."""
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
         return "n/a"
@@ -165,12 +174,16 @@ def mean_std(values: Sequence[float], digits: int = 3) -> str:
     return f"{statistics.mean(finite):.{digits}f} ± {statistics.stdev(finite):.{digits}f}"
 
 
-def markdown_table(rows: list[dict[str, Any]], budget: str, threshold: float) -> str:
+def markdown_table(
+    rows: list[dict[str, Any]], budget: str, threshold: float, image_size: int | None = None
+) -> str:
+    """The comparison table: mean ± sample std (n-1) over seeds per optimizer."""
+    size = f"{image_size}x{image_size}" if image_size else "model input size"
     lines = [
         f"Budget (identical for every optimizer): {budget}",
         "",
         f"| optimizer | runs | val Dice | val IoU | test Dice | test IoU | "
-        f"epochs to val Dice ≥ {threshold:g} | wall time (min) |",
+        f"epochs to in-training val Dice ({size}) ≥ {threshold:g} | wall time (min) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in dict.fromkeys(r["optimizer"] for r in rows):
@@ -185,9 +198,17 @@ def markdown_table(rows: list[dict[str, Any]], budget: str, threshold: float) ->
             + f"{mean_std([r['wall_time_s'] / 60 for r in runs], 1)} |"
         )
     total_min = sum(r["wall_time_s"] + r.get("scoring_time_s", 0.0) for r in rows) / 60
-    lines += ["", "Dice and IoU: mean over seeds (± sample std) of the per-patient volumetric "
-              "mean, best checkpoint by validation Dice. Wall time: training of one run. "
-              f"Whole comparison ({len(rows)} runs, training + scoring): {total_min:.1f} min."]
+    lines += [
+        "",
+        "Each cell: mean over seeds ± sample std (n-1) over seeds. val and test Dice and IoU: "
+        "`training.evaluate` on the best checkpoint, the per-patient volumetric mean at the "
+        "masks' own resolution, the same measure on both splits. Epochs to in-training val "
+        f"Dice: the validation run inside training after each epoch (per-patient volumetric at "
+        f"the model input size, {size}; the best checkpoint is chosen by it), a different "
+        "measure from the val Dice column and the only one recorded every epoch. Wall time: "
+        f"training of one run. Whole comparison ({len(rows)} runs, training + scoring): "
+        f"{total_min:.1f} min.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +230,7 @@ def plot_curves(path: Path, curves: dict[str, list[list[dict[str, float]]]]) -> 
         ax.plot(epochs, means, marker="o", label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation mean patient Dice (mean over seeds)")
+    ax.set_ylabel("in-training validation mean patient Dice\n(model input size, mean over seeds)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -253,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(run_one(cfg, run_dir, args.data_dir, args.dice_threshold,
                                 first.training.device))
             curves[name].append(read_curve(run_dir))
+    except ConfigError as exc:  # e.g. a changed schedule for runs already started in OUT
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (DatasetError, RuntimeError, ValueError) as exc:
         logger.error("comparison stopped: %s (re-run the same command to resume)", exc)
         return 1
@@ -261,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    table = markdown_table(rows, budget, args.dice_threshold)
+    table = markdown_table(rows, budget, args.dice_threshold, first.preprocessing.image_size)
     (args.out / "comparison.md").write_text(table)
     plot_curves(args.out / "learning_curves.png", curves)
     print(table)

@@ -48,7 +48,8 @@ logger = logging.getLogger("training.evaluate")
 
 CONVENTION = (
     "Dice/IoU: both empty -> 1, one empty -> 0; precision NaN if nothing predicted; recall NaN "
-    "if truth empty; HD95 (pixels) NaN if either empty; NaN excluded from statistics"
+    "if truth empty; HD95 (pixels) NaN if either empty; NaN excluded from statistics; std is "
+    "the sample standard deviation over patients (n - 1)"
 )
 
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{summary['patients']} {args.split} patients: mean patient Dice "
         f"{summary['mean_patient_dice']:.4f} (median {summary['median_patient_dice']:.4f}, "
-        f"std {summary['std_patient_dice']:.4f}); results in {args.out}"
+        f"sample std {_num(summary['std_patient_dice'])}); results in {args.out}"
     )
     return 0
 
@@ -304,7 +305,8 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         values = " ".join(
             f"{_num(summary[f'{stat}_patient_{m}']):>9}" for m in METRICS
         )
-        lines.append(f"{stat:<28} {'':>6} {values}")
+        label = "sample std (n-1)" if stat == "std" else stat
+        lines.append(f"{label:<28} {'':>6} {values}")
     return "\n".join(lines)
 
 

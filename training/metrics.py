@@ -13,6 +13,9 @@ Conventions for empty masks (MONAI's own, stated here because they move the mean
   spacing, so slice spacing counts as 1 pixel): NaN when either volume is empty.
 - NaN values are excluded from means, medians and standard deviations; the count of patients
   that entered each statistic is reported next to it.
+
+``std`` is the sample standard deviation over patients (n - 1 denominator; None for fewer than
+two values), the usual figure for the spread of a sample of patients.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def _finite_or_nan(value: float) -> float:
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], names: Iterable[str] = METRICS) -> dict[str, Any]:
-    """Mean, median, std, min, max and count of each metric over patients, NaN excluded."""
+    """Mean, median, sample std (n - 1), min, max and count of each metric over patients, NaN
+    excluded."""
     rows = list(rows)
     summary: dict[str, Any] = {"patients": len(rows)}
     for name in names:
@@ -78,7 +82,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], names: Iterable[str] = METRICS)
             {
                 "mean": float(values.mean()),
                 "median": float(np.median(values)),
-                "std": float(values.std()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else None,
                 "min": float(values.min()),
                 "max": float(values.max()),
             }

@@ -1,12 +1,30 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay; stepped once per optimizer step."""
+"""Learning-rate schedule: linear warm-up, then cosine decay; stepped once per optimizer step.
+
+A run has one schedule, fixed when it starts: ``--resume`` continues it exactly (a resumed run
+equals an uninterrupted one) and refuses flags that would change it. ``--warm-restart`` is the
+explicit way to train on with another one: a new warm-up + cosine from the resumed weights and
+optimizer state over the remaining epochs, recorded in ``resume.pt`` and the model card.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+
+from training.config import ConfigError, TrainConfig
+
+SCHEDULE_KEYS = ("training.epochs", "training.warmup_epochs", "training.min_lr_factor",
+                 "optimizer.lr")
+"""The configuration values that define the schedule."""
+
+
+class ScheduleChangeError(ConfigError):
+    """``--resume`` would change the learning-rate schedule without ``--warm-restart``."""
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, final_factor: float) -> float:
@@ -23,13 +41,81 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, final_facto
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int, final_factor: float
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    final_factor: float,
+    start_step: int = 0,
+    step: int = 0,
 ) -> LambdaLR:
-    """A LambdaLR whose state (step count, base LRs) goes into resume.pt."""
+    """A LambdaLR whose state (step count, base LRs) goes into resume.pt.
+
+    The warm-up begins at optimizer step ``start_step`` (0, or where a warm restart begins) and
+    the scheduler is positioned at step ``step``: the param groups get that step's LR (``step`` >
+    0 needs their ``initial_lr``, the peak LR).
+    """
     factor = partial(
-        warmup_cosine,
+        _from_start,
+        start_step=start_step,
         warmup_steps=warmup_steps,
         total_steps=total_steps,
         final_factor=final_factor,
     )
-    return LambdaLR(optimizer, lr_lambda=factor)
+    return LambdaLR(optimizer, lr_lambda=factor, last_epoch=step - 1)
+
+
+def _from_start(step: int, *, start_step: int, **curve: Any) -> float:
+    return warmup_cosine(max(0, step - start_step), **curve)
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Warm-up then cosine decay to ``lr * min_lr_factor`` at the end of epoch ``epochs``,
+    starting after epoch ``after_epoch`` (optimizer step ``at_step``): 0 for a run's own
+    schedule, later for a warm restart."""
+
+    epochs: int
+    warmup_epochs: float
+    min_lr_factor: float
+    lr: float
+    after_epoch: int = 0
+    at_step: int = 0
+
+    @classmethod
+    def from_config(
+        cls, cfg: TrainConfig | dict[str, Any], *, after_epoch: int = 0, at_step: int = 0
+    ) -> CosineSchedule:
+        """The schedule a configuration asks for (a TrainConfig or its ``to_dict()``)."""
+        values = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
+        t = values["training"]
+        return cls(t["epochs"], t["warmup_epochs"], t["min_lr_factor"],
+                   values["optimizer"]["lr"], after_epoch, at_step)
+
+    def same_curve(self, other: CosineSchedule) -> bool:
+        """Same epochs, warm-up, final factor and peak LR (wherever each starts)."""
+        fields = ("epochs", "warmup_epochs", "min_lr_factor", "lr")
+        return all(getattr(self, f) == getattr(other, f) for f in fields)
+
+    def describe(self) -> str:
+        return (f"{self.epochs} epochs, warm-up {self.warmup_epochs:g} epoch(s), "
+                f"lr {self.lr:g}, min_lr_factor {self.min_lr_factor:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def scheduler(
+        self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, *, step: int
+    ) -> LambdaLR:
+        """This schedule as a scheduler positioned at optimizer step ``step`` (0 for a new run,
+        the run's step for a resume or a warm restart), peak LR ``lr`` in every param group."""
+        for group in optimizer.param_groups:
+            group["initial_lr"] = self.lr
+        return build_scheduler(
+            optimizer,
+            warmup_steps=round(self.warmup_epochs * steps_per_epoch),
+            total_steps=(self.epochs - self.after_epoch) * steps_per_epoch,
+            final_factor=self.min_lr_factor,
+            start_step=self.at_step,
+            step=step,
+        )

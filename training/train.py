@@ -46,16 +46,16 @@ from training.runtime import (
     sync_buffers,
     teardown,
 )
-from training.schedule import build_scheduler
+from training.schedule import SCHEDULE_KEYS, CosineSchedule, ScheduleChangeError
 
 logger = logging.getLogger("training.train")
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_NONFINITE = 1, 2, 3
-# Values a resumed run may change; anything else would make it a different experiment.
+# Values a resumed run may change; anything else would make it a different experiment. The
+# schedule (SCHEDULE_KEYS) may change only with --warm-restart.
 RESUMABLE_CHANGES = {
     "data.data_dir",
     "data.num_workers",
-    "training.epochs",
     "training.early_stopping_patience",
     "training.device",
     "training.num_threads",
@@ -66,7 +66,8 @@ RESUMABLE_CHANGES = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = resolve_config(args.out, args.config, overrides_from_args(args), resume=args.resume)
+        cfg = resolve_config(args.out, args.config, overrides_from_args(args), resume=args.resume,
+                             warm_restart=args.warm_restart)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -79,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return train(cfg, args.out, runtime, resume=args.resume,
+        return train(cfg, args.out, runtime, resume=args.resume, warm_restart=args.warm_restart,
                      stop_after_epochs=args.stop_after_epochs)
+    except ScheduleChangeError as exc:  # found once resume.pt is read
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except NonFiniteError as exc:
         logger.error("%s Last good checkpoint: %s", exc, _last_good(args.out))
         return EXIT_NONFINITE
@@ -92,9 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def resolve_config(
-    run_dir: Path, config_file: Path | None, overrides: dict[str, Any], *, resume: bool
+    run_dir: Path,
+    config_file: Path | None,
+    overrides: dict[str, Any],
+    *,
+    resume: bool,
+    warm_restart: bool = False,
 ) -> TrainConfig:
-    """A fresh run layers YAML < env < flags; ``--resume`` starts from RUN_DIR/config.yaml."""
+    """A fresh run layers YAML < env < flags; ``--resume`` starts from RUN_DIR/config.yaml and
+    may change the schedule only with ``warm_restart``."""
+    if warm_restart and not resume:
+        raise ConfigError("--warm-restart continues a run: use it with --resume")
     if not resume:
         cfg = load_config(config_file, overrides)
     else:
@@ -105,14 +117,70 @@ def resolve_config(
         if not saved_path.is_file():
             raise ConfigError(f"--resume: {saved_path} not found (is {run_dir} a run folder?)")
         cfg = load_config(saved_path, overrides)
-        changed = _changed_keys(read_yaml(saved_path), cfg.to_dict()) - RESUMABLE_CHANGES
+        saved = read_yaml(saved_path)
+        changed = _changed_keys(saved, cfg.to_dict()) - RESUMABLE_CHANGES
+        schedule_changes = changed & set(SCHEDULE_KEYS)
+        changed -= set(SCHEDULE_KEYS)
         if changed:
             raise ConfigError(f"--resume cannot change {', '.join(sorted(changed))}; "
                               "start a new run folder instead")
+        if schedule_changes and not warm_restart:
+            was = CosineSchedule.from_config(saved)
+            raise _refuse_schedule_change(sorted(schedule_changes), was,
+                                          CosineSchedule.from_config(cfg))
     if cfg.data.data_dir is None:
         raise ConfigError("no data folder: pass --data-dir, set data.data_dir in the YAML or "
                           "LGGSEG_DATA__DATA_DIR")
     return cfg
+
+
+def _refuse_schedule_change(
+    keys: list[str], was: CosineSchedule, asked: CosineSchedule
+) -> ScheduleChangeError:
+    return ScheduleChangeError(
+        f"--resume cannot change {', '.join(keys)} of a run: its learning-rate schedule "
+        f"({was.describe()}) would be re-stretched to {asked.describe()} mid-run: the LR would "
+        "jump to wherever the new curve stands at this step, and the run would no longer equal "
+        "an uninterrupted one. To continue the run, resume without changing these values. To "
+        "train on from its last epoch with a new warm-up + cosine over the remaining epochs, "
+        "add --warm-restart (recorded in the model card). Or start a new run folder."
+    )
+
+
+def resumed_schedule(
+    cfg: TrainConfig, progress: ckpt.Progress, *, warm_restart: bool
+) -> CosineSchedule:
+    """The schedule a resumed run follows: the one in force in resume.pt, or with
+    ``warm_restart`` a new one from ``cfg`` starting after the last completed epoch (appended to
+    ``progress.warm_restarts``). Raises ScheduleChangeError for a changed schedule without
+    ``warm_restart`` (e.g. config.yaml from a --warm-restart that stopped before its first
+    epoch completed) and for a warm restart with no epochs left."""
+    asked = CosineSchedule.from_config(cfg)
+    if not progress.schedule and not warm_restart:
+        # resume.pt written before schedules were recorded: the configuration's, which
+        # resolve_config compared with RUN_DIR/config.yaml.
+        progress.schedule = asked.to_dict()
+    in_force = [CosineSchedule(**s) for s in [progress.schedule, *progress.warm_restarts] if s]
+    current = in_force[-1] if in_force else asked
+    if not warm_restart:
+        if not current.same_curve(asked):
+            raise ScheduleChangeError(
+                f"resume.pt continues the schedule {current.describe()}, but the configuration "
+                f"asks for {asked.describe()}: resume with resume.pt's values (--epochs, "
+                "--warmup-epochs, --lr, --set training.min_lr_factor=...), or add "
+                "--warm-restart to start a new schedule from the last completed epoch"
+            )
+        return current
+    if cfg.training.epochs <= progress.epoch:
+        raise ScheduleChangeError(
+            f"--warm-restart: the run has completed {progress.epoch} epoch(s) already; pass "
+            f"--epochs above {progress.epoch} for the new schedule to train"
+        )
+    restart = CosineSchedule.from_config(cfg, after_epoch=progress.epoch, at_step=progress.step)
+    progress.warm_restarts.append(restart.to_dict())
+    logger.info("warm restart after epoch %d (step %d): %s", progress.epoch, progress.step,
+                restart.describe())
+    return restart
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:
@@ -137,6 +205,7 @@ def train(
     runtime: Runtime,
     *,
     resume: bool = False,
+    warm_restart: bool = False,
     stop_after_epochs: int | None = None,
 ) -> int:
     t = cfg.training
@@ -161,19 +230,19 @@ def train(
     optimizer = build_optimizer(cfg.optimizer.name, model.parameters(),
                                 **cfg.optimizer.build_kwargs())
     steps_per_epoch = -(-len(data.train_loader) // t.grad_accumulation)
-    scheduler = build_scheduler(
-        optimizer,
-        warmup_steps=round(t.warmup_epochs * steps_per_epoch),
-        total_steps=t.epochs * steps_per_epoch,
-        final_factor=t.min_lr_factor,
-    )
-    progress = ckpt.Progress()
-    if resume:
+    if not resume:
+        schedule = CosineSchedule.from_config(cfg)
+        progress = ckpt.Progress(schedule=schedule.to_dict())
+        scheduler = schedule.scheduler(optimizer, steps_per_epoch, step=0)
+    else:
         state = ckpt.load_resume(run_dir / "resume.pt")
+        progress = ckpt.Progress(**state["progress"])
+        schedule = resumed_schedule(cfg, progress, warm_restart=warm_restart)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress = ckpt.Progress(**state["progress"])
+        scheduler = schedule.scheduler(optimizer, steps_per_epoch, step=progress.step)
+        if not warm_restart:
+            scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         logger.info("resuming after epoch %d (step %d)", progress.epoch, progress.step)
 

@@ -25,6 +25,7 @@ from models.optimizers import (
     znorm_,
     znorm_reference_,
 )
+from models.optimizers import znorm as znorm_module
 
 SHAPES = [(64, 3, 7, 7), (256, 128, 3, 3), (300, 40), (1, 70000), (17,), (1,), (5, 1, 1, 1)]
 
@@ -108,6 +109,112 @@ def test_bad_options_raise_value_error() -> None:
         ZNormAdam([torch.nn.Parameter(torch.randn(2, 2))], znorm_eps=-1.0)
     with pytest.raises(ValueError, match="learning rate"):
         ZNormAdam([torch.nn.Parameter(torch.randn(2, 2))], lr=-1.0)
+
+
+# --- half-precision gradients --------------------------------------------------------------------
+
+HALF = [torch.bfloat16, torch.float16]
+HALF_SHAPES = [(256, 64, 3, 3), (300, 40), (3 * 65536 + 5,), (8, 5, 3, 3)]
+"""A tensor of several 65536-element chunks among them (the fast path's sum-of-squares chunks)."""
+
+
+def _half_grads(dtype: torch.dtype, conditioning: float, seed: int = 0) -> list[torch.Tensor]:
+    """Gradients with std 1e-3 and |mean| = ``conditioning`` * std, rounded to ``dtype``."""
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(s, generator=gen) * 1e-3 + conditioning * 1e-3 * (-1) ** i).to(dtype)
+        for i, s in enumerate(HALF_SHAPES)
+    ]
+
+
+def _half_tolerance(dtype: torch.dtype, raw: torch.Tensor) -> dict[str, float]:
+    """How far the fast path may be from the reference on z-scored ``raw`` (a ``dtype`` tensor).
+
+    The reference rounds the exact (float64) value to ``dtype`` once: within half an ulp, i.e.
+    ``eps / 2`` relative. The fast path's float64 statistics are as good; it forms
+    ``(g - mean) * scale`` in float32 (mean rounded to float32: ``2**-24 * |mean| / std`` absolute
+    in z-scored units, plus two float32 roundings) and rounds that to ``dtype``: so the two differ
+    by at most one ``dtype`` ulp (``eps`` relative) plus the float32 error (absolute).
+    Statistics computed in half precision miss this by orders of magnitude (30% of the std at
+    |mean| / std = 10).
+    """
+    g = raw.double()
+    conditioning = (g.mean().abs() / g.std()).item()
+    return dict(
+        rtol=torch.finfo(dtype).eps,
+        atol=4 * torch.finfo(torch.float32).eps * (1.0 + conditioning),
+    )
+
+
+@pytest.mark.parametrize("conditioning", [0.0, 10.0, 500.0])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_half_precision_fast_path_equals_float64_reference(
+    dtype: torch.dtype, per_channel: bool, conditioning: float
+) -> None:
+    raw = _half_grads(dtype, conditioning)
+    fast, ref = [g.clone() for g in raw], [g.clone() for g in raw]
+    znorm_(fast, per_channel=per_channel)
+    znorm_reference_(ref, ZNormOptions(per_channel=per_channel))
+    for g, f, r in zip(raw, fast, ref, strict=True):
+        assert f.dtype == dtype
+        torch.testing.assert_close(f.float(), r.float(), **_half_tolerance(dtype, g))
+    if not per_channel and conditioning == 10.0:  # the issue's case: std 1e-3, not 1.3e-3
+        for f in fast:
+            if f.dim() >= 2:  # 1-D tensors are left alone by default
+                assert f.double().std().item() == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_half_precision_moments_are_those_of_the_float64_values(dtype: torch.dtype) -> None:
+    """``torch_moments`` of half-precision tensors: the sums of their exact values (float64)."""
+    grads = _half_grads(dtype, 10.0)
+    sums, sumsq = znorm_module.torch_moments(grads)
+    torch.testing.assert_close(sums, torch.stack([g.double().sum() for g in grads]))
+    torch.testing.assert_close(sumsq, torch.stack([g.double().square().sum() for g in grads]))
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["default", "fused=False"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_znorm_adam_on_half_precision_params_equals_reference_then_adam(
+    dtype: torch.dtype, fused: bool | None
+) -> None:
+    """Half-precision params never take the float32-only numba kernels; ZNormAdam equals the
+    float64 reference transform followed by stock Adam (same fused choice: torch's fused Adam
+    where the default picks it)."""
+    gen = torch.Generator().manual_seed(7)
+    ours = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in HALF_SHAPES]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    # Adam's eps 1e-8 underflows in float16 state (stock Adam then divides 0 by 0): 1e-3.
+    lr, steps, adam_eps = 1e-2, 3, 1e-3
+    opt = ZNormAdam(ours, lr=lr, eps=adam_eps, fused=fused)
+    stock = torch.optim.Adam(ref, lr=lr, eps=adam_eps, fused=fused is None)
+    for step in range(steps):
+        grads = _half_grads(dtype, (0.0, 10.0, 500.0)[step], seed=step)
+        for a, b, g in zip(ours, ref, grads, strict=True):
+            a.grad, b.grad = g.clone(), g.clone()
+        assert not opt._cpu_kernel_applies()
+        opt.step()
+        znorm_reference_([b.grad for b in ref])
+        stock.step()
+    # The z-scored gradients may differ by one ulp of dtype (see _half_tolerance): each step moves
+    # a parameter by at most ~lr * eps more, and may round it one ulp (eps relative) the other way.
+    eps = torch.finfo(dtype).eps
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == dtype
+        torch.testing.assert_close(
+            a.float(), b.float(), rtol=steps * eps, atol=steps * 2 * lr * eps
+        )
+
+
+def test_numba_kernels_take_only_float32() -> None:
+    """The numba kernels read float32 through raw pointers: a model with any half-precision
+    parameter goes to the torch path, a float32 one to the kernels."""
+    mixed = [torch.nn.Parameter(torch.randn(4, 4)), torch.nn.Parameter(torch.randn(4, 4).half())]
+    for p in mixed:
+        p.grad = torch.randn_like(p)
+    assert not ZNormAdam(mixed)._cpu_kernel_applies()
+    assert ZNormAdam(mixed[:1])._cpu_kernel_applies()
 
 
 # --- optimizers equal the stock update on transformed gradients --------------------------------

@@ -29,8 +29,14 @@ def test_markdown_table_groups_runs_by_optimizer() -> None:
         for s, d, e in ((0, 0.6, 3.0), (1, 0.8, math.nan))
     ] + [dict(optimizer="znorm-adam", seed=0, val_dice=0.9, val_iou=0.8, test_dice=0.85,
               test_iou=0.75, epochs_to_threshold=2.0, wall_time_s=60.0)]
-    table = markdown_table(rows, "resnet18 at 32x32, 2 epochs", 0.7)
+    table = markdown_table(rows, "resnet18 at 32x32, 2 epochs", 0.7, image_size=32)
     assert table.startswith("Budget (identical for every optimizer): resnet18 at 32x32")
+    # One measure per name: the val columns are training.evaluate's, the "epochs to" column
+    # names the in-training validation it counts; every ± is a labelled sample std.
+    header = table.splitlines()[2]
+    assert "| val Dice | val IoU | test Dice | test IoU |" in header
+    assert "epochs to in-training val Dice (32x32) ≥ 0.7" in header
+    assert "± sample std (n-1)" in table and "`training.evaluate`" in table
     adam = next(line for line in table.splitlines() if line.startswith("| adam |"))
     assert "| 2 | 0.700 ± 0.141 |" in adam and "3.0 (1/2 reached)" in adam
     assert adam.endswith("| 2.0 ± 0.0 |")

@@ -9,6 +9,7 @@ import yaml
 
 from training.cli import build_parser, overrides_from_args
 from training.config import ConfigError, TrainConfig, load_config, write_config
+from training.schedule import ScheduleChangeError
 from training.train import main, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,8 +130,17 @@ def test_main_reports_config_errors_with_exit_code_2(
 def test_resume_uses_the_run_config_and_allows_only_safe_changes(tmp_path: Path) -> None:
     cfg = load_config(REPO / "configs" / "smoke.yaml", {"data": {"data_dir": str(tmp_path)}})
     write_config(cfg, tmp_path / "config.yaml")
-    resumed = resolve_config(tmp_path, None, {"training": {"epochs": 5}}, resume=True)
-    assert resumed.training.epochs == 5 and resumed.model == cfg.model
+    patience = {"training": {"early_stopping_patience": 3}}
+    resumed = resolve_config(tmp_path, None, patience, resume=True)
+    assert resumed.training.early_stopping_patience == 3 and resumed.model == cfg.model
+    # The schedule changes only with an explicit warm restart.
+    with pytest.raises(ScheduleChangeError, match="cannot change training.epochs"):
+        resolve_config(tmp_path, None, {"training": {"epochs": 5}}, resume=True)
+    restarted = resolve_config(tmp_path, None, {"training": {"epochs": 5}, "optimizer":
+                               {"lr": 1e-4}}, resume=True, warm_restart=True)
+    assert restarted.training.epochs == 5 and restarted.optimizer.lr == 1e-4
+    with pytest.raises(ConfigError, match="use it with --resume"):
+        resolve_config(tmp_path, None, {}, resume=False, warm_restart=True)
     with pytest.raises(ConfigError, match="cannot change model.backbone"):
         resolve_config(tmp_path, None, {"model": {"backbone": "resnet50"}}, resume=True)
     with pytest.raises(ConfigError, match="do not pass --config"):

@@ -82,6 +82,15 @@ def test_summary_leaves_nan_out_and_counts_what_entered() -> None:
     assert stats["hd95"]["n"] == 1 and stats["hd95"]["median"] == 0.0
 
 
+def test_summary_std_is_the_sample_std() -> None:
+    """std over patients divides by n - 1 (sample), and is None where fewer than two entered."""
+    rows = [volume_metrics(TUMOUR, TUMOUR), volume_metrics(EMPTY, EMPTY),
+            volume_metrics(EMPTY, TUMOUR)]  # Dice 1, 1, 0
+    stats = summarize(rows)
+    assert stats["dice"]["std"] == pytest.approx(math.sqrt(1 / 3))  # population: sqrt(2 / 9)
+    assert stats["precision"]["n"] == 1 and stats["precision"]["std"] is None
+
+
 def test_validation_mean_is_over_patients_not_slices() -> None:
     result = ValidationResult(0.1, {"a": 1.0, "b": 0.0, "c": 0.5})
     assert result.mean_dice == pytest.approx(0.5) and result.median_dice == 0.5

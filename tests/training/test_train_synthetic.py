@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from models.checkpoint import load_checkpoint
@@ -22,6 +24,7 @@ from tests.training.conftest import tiny_args
 from training import train as train_module
 from training.checkpointing import load_resume
 from training.engine import NonFiniteError, check_finite_weights
+from training.schedule import warmup_cosine
 from training.train import main, state_sha256
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +94,85 @@ def test_resume_refuses_a_changed_experiment(synthetic_lgg: Path, reference_run:
     code = main(["--out", str(reference_run), "--resume", "--lr", "0.1"])
     assert code == 2
     assert "cannot change optimizer.lr" in capsys.readouterr().err
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_resume_refuses_a_changed_schedule_and_says_how_to_continue(
+    synthetic_lgg: Path, reference_run: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = _copy_run(reference_run, tmp_path)
+    config_before = (out / "config.yaml").read_text()
+    changes = (["--epochs", "4"], ["--warmup-epochs", "0"], ["--set", "training.min_lr_factor=0.5"])
+    for flags in changes:
+        assert main(["--data-dir", str(synthetic_lgg), "--out", str(out), "--resume", *flags]) == 2
+        err = capsys.readouterr().err
+        assert "cannot change training." in err and "re-stretched" in err
+        assert "resume without changing" in err and "--warm-restart" in err
+    assert (out / "config.yaml").read_text() == config_before  # refused before writing anything
+    assert main(["--out", str(out), "--warm-restart"]) == 2  # a warm restart needs --resume
+    assert "use it with --resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_config_whose_schedule_differs_from_resume_pt(
+    synthetic_lgg: Path, reference_run: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """config.yaml as a --warm-restart leaves it when stopped before its first epoch completes:
+    resume.pt's schedule decides, a plain --resume does not silently stretch it."""
+    out = _copy_run(reference_run, tmp_path)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    saved["training"]["epochs"] = 4
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert main(["--data-dir", str(synthetic_lgg), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "resume.pt continues the schedule 2 epochs" in err and "asks for 4 epochs" in err
+    assert json.loads((out / "last.json").read_text())["epoch"] == 2  # nothing trained
+
+
+def test_warm_restart_follows_a_new_schedule_recorded_in_the_card(
+    synthetic_lgg: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    """After 2 of 2 epochs (LR at its minimum): --resume --epochs 5 --warm-restart runs a new
+    warm-up + cosine over epochs 3-5, not the 2-epoch curve stretched to 5 (which would jump to
+    mid-curve); a later plain --resume continues the restarted schedule."""
+    out = _copy_run(reference_run, tmp_path)
+    lr, warmup_epochs, min_lr_factor = 0.003, 0.5, 0.01  # tiny_args and the config default
+    resume = ["--data-dir", str(synthetic_lgg), "--out", str(out), "--resume",
+              "--stop-after-epochs", "1"]
+    assert main([*resume, "--epochs", "5", "--warm-restart"]) == 0
+    assert main(resume) == 0  # epoch 4: plain resume inside the restarted schedule
+
+    rows = metric_rows(out)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    restart_step = int(rows[1]["step"])
+    steps_per_epoch = restart_step // 2
+    card = json.loads((out / "last.json").read_text())
+    assert card["epoch"] == 4
+    assert card["schedule"] == {
+        "epochs": 2, "warmup_epochs": warmup_epochs, "min_lr_factor": min_lr_factor, "lr": lr,
+        "after_epoch": 0, "at_step": 0,
+        "warm_restarts": [{
+            "epochs": 5, "warmup_epochs": warmup_epochs, "min_lr_factor": min_lr_factor,
+            "lr": lr, "after_epoch": 2, "at_step": restart_step,
+        }],
+    }  # fmt: skip
+    assert float(rows[1]["lr"]) == pytest.approx(lr * min_lr_factor)  # the first schedule's end
+    for row in rows[2:]:
+        step = int(row["step"])
+        restarted = lr * warmup_cosine(
+            step - restart_step, warmup_steps=round(warmup_epochs * steps_per_epoch),
+            total_steps=3 * steps_per_epoch, final_factor=min_lr_factor,
+        )  # fmt: skip
+        stretched = lr * warmup_cosine(
+            step, warmup_steps=round(warmup_epochs * steps_per_epoch),
+            total_steps=5 * steps_per_epoch, final_factor=min_lr_factor,
+        )  # fmt: skip
+        assert float(row["lr"]) == pytest.approx(restarted, rel=1e-6)
+        assert restarted != pytest.approx(stretched, rel=0.05)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
