@@ -1,20 +1,43 @@
-"""Per-slice overlap metrics on binary masks (pure numpy); the viewer uses these too.
+"""The one metrics module: overlap scores of binary masks, per slice and per volume, with
+``monai.metrics`` underneath; the API, the viewer, the CLI, evaluation and training all use it.
 
 Conventions (fixed, so numbers are comparable everywhere):
 
 - A mask is any array; non-zero means tumour. Both masks must have the same shape.
 - Dice = 2|A∩B| / (|A| + |B|); IoU = |A∩B| / |A∪B|.
-- Both masks empty (no tumour predicted, none present): Dice = IoU = 1.0 (a correct "no tumour").
-- Exactly one mask empty: Dice = IoU = 0.0.
+- Both masks empty (no tumour predicted, none present): Dice = IoU = 1.0 (a correct "no tumour");
+  exactly one empty: 0.0 (MONAI's ``ignore_empty=False``).
+- Precision = TP / (TP + FP): NaN when nothing is predicted. Recall = TP / (TP + FN): NaN when
+  the truth is empty.
+- HD95 (95th-percentile symmetric Hausdorff distance, in pixels; the TIFFs carry no voxel
+  spacing, so slice spacing counts as 1 pixel): NaN when either volume is empty.
+- Over patients, NaN values are left out of means, medians and standard deviations (sample std,
+  n - 1); the count of patients that entered each statistic is reported next to it.
 - Areas are pixel counts; ``*_mm2`` fields appear only when a pixel spacing is given.
+
+Per-patient (volumetric) scores stack a patient's slices into one 3-D volume, so a patient counts
+once however many slices it has.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from monai.metrics import (
+    compute_confusion_matrix_metric,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_iou,
+    get_confusion_matrix,
+)
+
+METRICS = ("dice", "iou", "precision", "recall", "hd95")
 
 
 def _binary_pair(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,22 +48,23 @@ def _binary_pair(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     return pred, true
 
 
-def dice(prediction: np.ndarray, target: np.ndarray) -> float:
-    """Dice coefficient of two binary masks; 1.0 when both are empty."""
+def _monai_pair(prediction: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two masks as MONAI's ``B x C x spatial`` float tensors (one batch item, one channel)."""
     pred, true = _binary_pair(prediction, target)
-    total = int(pred.sum()) + int(true.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, true).sum()) / total
+    return (torch.as_tensor(pred, dtype=torch.float32)[None, None],
+            torch.as_tensor(true, dtype=torch.float32)[None, None])
+
+
+def dice(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Dice coefficient of two binary masks of any shape; 1.0 when both are empty."""
+    pred, true = _monai_pair(prediction, target)
+    return float(compute_dice(pred, true, include_background=True, ignore_empty=False).item())
 
 
 def iou(prediction: np.ndarray, target: np.ndarray) -> float:
     """Intersection over union (Jaccard) of two binary masks; 1.0 when both are empty."""
-    pred, true = _binary_pair(prediction, target)
-    union = int(np.logical_or(pred, true).sum())
-    if union == 0:
-        return 1.0
-    return int(np.logical_and(pred, true).sum()) / union
+    pred, true = _monai_pair(prediction, target)
+    return float(compute_iou(pred, true, include_background=True, ignore_empty=False).item())
 
 
 def area(mask: np.ndarray) -> int:
@@ -84,3 +108,58 @@ def slice_scores(
         predicted_mm2=None if pixel_mm2 is None else pred_px * pixel_mm2,
         true_mm2=None if pixel_mm2 is None else true_px * pixel_mm2,
     )
+
+
+# ------------------------------------------------------------------ per patient
+
+
+def dice_from_counts(tp: float, fp: float, fn: float) -> float:
+    """Dice from voxel counts with the convention above (both empty -> 1.0)."""
+    denominator = 2.0 * tp + fp + fn
+    return 1.0 if denominator == 0 else 2.0 * tp / denominator
+
+
+def volume_metrics(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice, IoU, precision, recall and HD95 of one binary volume (any shape, e.g. D x H x W)."""
+    pred, true = _monai_pair(prediction, truth)
+    confusion = get_confusion_matrix(pred, true, include_background=True)
+    with warnings.catch_warnings():
+        # MONAI warns for an empty volume in HD95 (the NaN it returns is our convention) and
+        # about one of its own deprecated internal arguments.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        hd95 = compute_hausdorff_distance(pred, true, include_background=True, percentile=95)
+    return {
+        "dice": compute_dice(pred, true, include_background=True, ignore_empty=False).item(),
+        "iou": compute_iou(pred, true, include_background=True, ignore_empty=False).item(),
+        "precision": compute_confusion_matrix_metric("precision", confusion).item(),
+        "recall": compute_confusion_matrix_metric("recall", confusion).item(),
+        "hd95": _finite_or_nan(hd95.item()),
+    }
+
+
+def _finite_or_nan(value: float) -> float:
+    return value if math.isfinite(value) else math.nan
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], names: Iterable[str] = METRICS) -> dict[str, Any]:
+    """Mean, median, sample std (n - 1), min, max and count of each metric over patients, NaN
+    excluded."""
+    rows = list(rows)
+    summary: dict[str, Any] = {"patients": len(rows)}
+    for name in names:
+        values = np.array([float(r[name]) for r in rows], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        stats = (
+            {
+                "mean": float(values.mean()),
+                "median": float(np.median(values)),
+                "std": float(values.std(ddof=1)) if values.size > 1 else None,
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+            if values.size
+            else dict.fromkeys(("mean", "median", "std", "min", "max"), None)
+        )
+        summary[name] = {**stats, "n": int(values.size)}
+    return summary

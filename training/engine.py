@@ -14,8 +14,8 @@ from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from inference.metrics import dice_from_counts
 from training.logbook import Logbook
-from training.metrics import dice_from_counts
 from training.runtime import Runtime, all_reduce_sum
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -167,7 +167,7 @@ def validate(
 
     Each rank predicts its shard of the slices; per-patient TP/FP/FN voxel counts and the loss
     are summed over ranks, so every rank returns the same result. Dice follows
-    ``training.metrics`` (tumour-free patient predicted empty -> 1.0).
+    ``inference.metrics`` (tumour-free patient predicted empty -> 1.0).
     """
     model.eval()
     index = {pid: i for i, pid in enumerate(patients)}

@@ -11,7 +11,7 @@ Which patients: ``--split test|val|train|all`` picks from the patient split stor
 (or ``--split-file``); ``--split folder`` scores every patient folder in ``--data-dir``, for an
 external cohort, and warns about any patient the model was trained or tuned on.
 
-Conventions for empty masks (see ``training.metrics``):
+Conventions for empty masks (see ``inference.metrics``):
   - Dice / IoU: truth and prediction both empty -> 1.0; exactly one empty -> 0.0.
   - precision is NaN when nothing is predicted; recall is NaN when the truth is empty.
   - HD95 (pixels; slice spacing taken as one pixel) is NaN when either volume is empty.
@@ -39,9 +39,9 @@ from tqdm import tqdm
 
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
+from inference.metrics import METRICS, summarize, volume_metrics
 from inference.predictor import Predictor
 from models.checkpoint import CheckpointError, atomic_write_json
-from training.metrics import METRICS, summarize, volume_metrics
 from training.runtime import cpu_model, resolve_device
 
 logger = logging.getLogger("training.evaluate")
