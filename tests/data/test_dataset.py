@@ -168,3 +168,39 @@ def test_workers_draw_different_reproducible_augmentations(tmp_path: Path) -> No
     # without the init function both workers repeat the same draws (why it exists)
     plain = _epoch(dataset, seed=0, init=False)
     assert torch.equal(plain[0::2], plain[1::2])
+
+
+def test_patch_crops_come_after_the_whole_slice_preprocessing(tmp_path: Path) -> None:
+    """A crop is a window of the preprocessed whole slice (same z-score as at inference), most
+    often around tumour, and reproducible from the pipeline's seed."""
+    from data.augmentation import build_patch_crop
+
+    patients = _same_image_patient(tmp_path / "kaggle_3m", 1)
+    large = PreprocessingConfig(image_size=64)
+    whole = SliceDataset(patients, large)[0]
+    cropped = SliceDataset(patients, large, crop=build_patch_crop(32, foreground=1.0, seed=0))
+    for _ in range(20):
+        item = cropped[0]
+        assert item["image"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
+        assert item["mask"].sum() > 0  # foreground 1.0: the crop always holds tumour
+    # A window of the whole slice's tensor, not a re-normalised crop: find it in the original.
+    windows = whole["image"].unfold(1, 32, 1).unfold(2, 32, 1)  # 3 x Y x X x 32 x 32
+    hits = (windows == item["image"][:, None, None]).flatten(3).all(-1).all(0)
+    assert bool(hits.any())
+    y, x = (int(i) for i in hits.nonzero()[0])
+    assert torch.equal(item["mask"], whole["mask"][:, y : y + 32, x : x + 32])
+
+    def draws(seed: int) -> list[torch.Tensor]:
+        cropped.reseed(seed)
+        return [cropped[0]["image"] for _ in range(4)]
+
+    assert all(torch.equal(a, b) for a, b in zip(draws(5), draws(5), strict=True))
+
+
+def test_patch_crop_arguments_are_checked() -> None:
+    from data.augmentation import build_patch_crop
+
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_patch_crop(40)
+    with pytest.raises(ValueError, match="foreground"):
+        build_patch_crop(32, foreground=1.5)

@@ -73,6 +73,9 @@ def test_set_flag_reaches_any_value() -> None:
         ({"preprocessing": {"image_size": 100}}, "preprocessing.image_size: Input should be a "
                                                  "multiple of 32"),
         ({"data": {"split_fractions": [0.5, 0.5, 0.5]}}, "sum to 1"),
+        ({"data": {"patch_size": 100}}, "data.patch_size: Input should be a multiple of 32"),
+        ({"data": {"patch_size": 512}}, "data.patch_size=512 is larger than "
+                                        "preprocessing.image_size=256"),
     ],
 )
 def test_bad_yaml_values_give_clear_errors(tmp_path: Path, values: dict, message: str) -> None:

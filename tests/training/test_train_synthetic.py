@@ -57,8 +57,12 @@ def reference_run(synthetic_lgg: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def test_run_writes_checkpoints_cards_and_logs(reference_run: Path) -> None:
     for name in ("config.yaml", "split.json", "metrics.csv", "best.safetensors", "best.json",
-                 "last.safetensors", "last.json", "resume.pt"):
+                 "last.safetensors", "last.json", "resume.pt", "learning_curves.png"):
         assert (reference_run / name).is_file(), name
+    from PIL import Image
+
+    with Image.open(reference_run / "learning_curves.png") as curves:
+        assert curves.format == "PNG" and curves.size == (1000, 360)
     assert any((reference_run / "tb").iterdir())
     model, card = load_checkpoint(reference_run / "last.safetensors")
     assert card["epoch"] == 2 and card["model"]["backbone"] == "resnet18"
