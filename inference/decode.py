@@ -442,6 +442,9 @@ def _check_scaling(hdr: nib.Nifti1Header) -> None:
         )
 
 
+_INFLATE_PIECE = 2**20
+
+
 def _gunzip_capped(data: bytes, limits: DecodeLimits) -> bytearray:
     """Inflate a gzip stream: first the header only, then exactly the bytes it declares
     (into one buffer of that size: no second copy)."""
@@ -455,8 +458,8 @@ def _gunzip_capped(data: bytes, limits: DecodeLimits) -> bytearray:
             raw[: len(head)] = head
             view = memoryview(raw)
             filled = len(head)
-            while filled < end:
-                got = gz.readinto(view[filled:])
+            while filled < end:  # in pieces: zlib's output buffer stays small
+                got = gz.readinto(view[filled : filled + _INFLATE_PIECE])
                 if not got:
                     break
                 filled += got
