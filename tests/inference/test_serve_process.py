@@ -98,7 +98,7 @@ def test_real_server_serves_survives_slow_clients_and_stops_cleanly(
     stalled.close()
 
     # A volume in flight when SIGTERM arrives still gets its answer; then a clean exit.
-    volume = np.stack([brain_like(256, 256, s)[:, :, 1] for s in range(160)], axis=2)
+    volume = np.stack([brain_like(256, 256, s) for s in range(160)], axis=2)  # x 3 sequences
     results: dict[str, httpx.Response] = {}
 
     def send_volume() -> None:
