@@ -48,7 +48,10 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from nibabel.volumeutils import apply_read_scaling
+from PIL import Image
+
+from inference.outputs import validate_nifti_geometry
 
 Kind = Literal["slice", "volume"]
 
@@ -224,7 +227,10 @@ def _png_is_16bit_colour(data: bytes) -> bool:
     return bit_depth == 16 and colour_type in (2, 4, 6)
 
 
-def _decode_pillow(data: bytes, fmt: Format, limits: DecodeLimits) -> np.ndarray:
+def _decode_pillow(
+    data: bytes, fmt: Format, limits: DecodeLimits, failure: str | None = None
+) -> np.ndarray:
+    """Decode with Pillow; ``failure`` replaces the message for data Pillow cannot decode."""
     if fmt == "png" and _png_is_16bit_colour(data):
         raise DecodeError(
             "16-bit colour PNG is not supported (it would lose precision); "
@@ -254,14 +260,10 @@ def _decode_pillow(data: bytes, fmt: Format, limits: DecodeLimits) -> np.ndarray
         raise DecodeError(
             f"the {fmt.upper()} declares more pixels than the limit of {limits.max_pixels}"
         ) from exc
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-    ) as exc:
-        raise DecodeError(f"the {fmt.upper()} data is truncated or corrupt") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault: 422
+        raise DecodeError(failure or f"the {fmt.upper()} data is truncated or corrupt") from exc
     return _check_values(_drop_alpha(arr))
 
 
@@ -292,29 +294,41 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
             ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
             if not ends or max(ends) > len(data):
                 raise DecodeError("the TIFF data is truncated")
+            compression = _tiff_compression_name(page)
             try:
                 arr = page.asarray()
-            except ValueError as exc:
-                if "imagecodecs" not in str(exc):
+            except (ImportError, KeyError, ValueError) as exc:
+                if not _missing_codec(exc):
                     raise
-                # LZW, JPEG, ... need the optional imagecodecs package; Pillow reads them.
-                return _decode_pillow(data, "tiff", limits)
+                # LZW, JPEG, ... need the optional imagecodecs package; Pillow reads some.
+                return _decode_tiff_with_pillow(data, compression, limits)
     except DecodeProblem:
         raise
-    except (
-        tifffile.TiffFileError,
-        ValueError,
-        OSError,
-        zlib.error,
-        IndexError,
-        KeyError,
-        TypeError,
-        RuntimeError,
-    ) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault: 422
         raise DecodeError("the TIFF data is truncated or corrupt") from exc
     if axes == "SYX":
         arr = np.moveaxis(arr, 0, -1)
     return _check_values(_drop_alpha(np.asarray(arr)))
+
+
+def _tiff_compression_name(page: tifffile.TiffPage) -> str:
+    compression = getattr(page, "compression", None)
+    return str(getattr(compression, "name", "unknown"))
+
+
+def _missing_codec(exc: Exception) -> bool:
+    """tifffile's way of saying "I have no decoder for this compression"."""
+    return isinstance(exc, ImportError) or "imagecodecs" in str(exc) or isinstance(exc, KeyError)
+
+
+def _decode_tiff_with_pillow(data: bytes, compression: str, limits: DecodeLimits) -> np.ndarray:
+    failure = (
+        f"the TIFF's compression ({compression}) cannot be decoded here, or its data is "
+        "corrupt; save it uncompressed or with deflate, LZW or PackBits"
+    )
+    return _decode_pillow(data, "tiff", limits, failure=failure)
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -363,16 +377,58 @@ def _nifti_layout(hdr: nib.Nifti1Header, limits: DecodeLimits) -> tuple[tuple[in
             f"the NIfTI header declares {shape} = {n_values} values; "
             f"the limit is {limits.max_volume_values}"
         )
-    offset = int(hdr["vox_offset"])
-    if offset < 348:
-        raise DecodeError(f"the NIfTI header has an invalid vox_offset {offset}")
+    raw_offset = float(hdr["vox_offset"])
+    if not np.isfinite(raw_offset) or raw_offset < 348:
+        raise DecodeError("the NIfTI header's vox_offset is invalid (not a number >= 348)")
+    offset = int(raw_offset)
     end = offset + n_values * np.dtype(_NIFTI_TYPES[code]).itemsize
     if end > limits.max_decompressed_bytes:
         raise DecodeError(
             f"the NIfTI image would need {end} bytes; the limit is {limits.max_decompressed_bytes}"
         )
     _check_scaling(hdr)
+    _check_geometry_fields(hdr, ndim)
     return shape, end
+
+
+_SPACE_UNITS_MM = {0: 1.0, 1: 1000.0, 2: 1.0, 3: 0.001}  # unknown (taken as mm), m, mm, micron
+_TIME_UNITS = {0, 8, 16, 24, 32, 40, 48}  # unknown, s, ms, us, Hz, ppm, rad/s
+SPACING_RANGE_MM = (0.01, 100.0)
+"""Voxel spacings outside this range give a volume in voxels only (no ml)."""
+
+
+def _finite(hdr: nib.Nifti1Header, *keys: str) -> bool:
+    return all(np.isfinite(np.asarray(hdr[key], dtype=np.float64)).all() for key in keys)
+
+
+def _check_geometry_fields(hdr: nib.Nifti1Header, ndim: int) -> None:
+    """Refuse non-finite or impossible geometry before any voxel is read.
+
+    Messages name the field, never its value (header values are not logged or echoed).
+    """
+    units = int(hdr["xyzt_units"])
+    if units & 0x07 not in _SPACE_UNITS_MM or units & 0x38 not in _TIME_UNITS or units & 0xC0:
+        raise DecodeError("the NIfTI header's xyzt_units is not a valid NIfTI-1 unit code")
+    pixdim = np.asarray(hdr["pixdim"], dtype=np.float64)
+    if not np.isfinite(pixdim[: 1 + min(ndim, 3)]).all():
+        raise DecodeError("the NIfTI header's voxel sizes (pixdim) are not finite numbers")
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    if not (0 <= qcode <= 4 and 0 <= scode <= 4):
+        raise DecodeError("the NIfTI header's qform_code or sform_code is not a valid code")
+    if qcode > 0:
+        if not _finite(hdr, "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                       "qoffset_z"):  # fmt: skip
+            raise DecodeError("the NIfTI header's qform (quatern_*, qoffset_*) is not finite")
+        b, c, d = (float(hdr[k]) for k in ("quatern_b", "quatern_c", "quatern_d"))
+        if b * b + c * c + d * d > 1.0 + 1e-6:
+            raise DecodeError("the NIfTI header's qform quaternion is not a rotation")
+    if scode > 0:
+        if not _finite(hdr, "srow_x", "srow_y", "srow_z"):
+            raise DecodeError("the NIfTI header's sform (srow_*) is not finite")
+        rows = np.stack([np.asarray(hdr[k], dtype=np.float64)[:3] for k in ("srow_x", "srow_y",
+                                                                             "srow_z")])
+        if abs(np.linalg.det(rows)) < 1e-12:
+            raise DecodeError("the NIfTI header's sform is singular (for example all zero)")
 
 
 def _check_scaling(hdr: nib.Nifti1Header) -> None:
@@ -386,44 +442,66 @@ def _check_scaling(hdr: nib.Nifti1Header) -> None:
         )
 
 
-def _gunzip_capped(data: bytes, limits: DecodeLimits) -> bytes:
-    """Inflate a gzip stream: first the header only, then exactly the bytes it declares."""
+_INFLATE_PIECE = 2**20
+
+
+def _gunzip_capped(data: bytes, limits: DecodeLimits) -> bytearray:
+    """Inflate a gzip stream: first the header only, then exactly the bytes it declares
+    (into one buffer of that size: no second copy)."""
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
             head = gz.read(348)
             if not _is_nifti1(head):
                 raise UnsupportedFormat("the gzip archive does not hold a NIfTI-1 image")
             _, end = _nifti_layout(_nifti_header(head), limits)
-            rest = gz.read(end - len(head))
+            raw = bytearray(end)
+            raw[: len(head)] = head
+            view = memoryview(raw)
+            filled = len(head)
+            while filled < end:  # in pieces: zlib's output buffer stays small
+                got = gz.readinto(view[filled : filled + _INFLATE_PIECE])
+                if not got:
+                    break
+                filled += got
+            view.release()
     except DecodeProblem:
         raise
     except (OSError, EOFError, zlib.error) as exc:
         raise DecodeError("the gzip stream is truncated or corrupt") from exc
-    return head + rest
+    if filled < end:
+        raise DecodeError(f"the NIfTI data is truncated ({filled} of {end} bytes)")
+    return raw
 
 
 def _read_nifti(data: bytes, fmt: Format, limits: DecodeLimits) -> Volume:
     raw = _gunzip_capped(data, limits) if fmt == "gzip" else data
-    hdr = _nifti_header(raw)
+    hdr = _nifti_header(bytes(raw[:348]))
     shape, end = _nifti_layout(hdr, limits)
     if len(raw) < end:
         raise DecodeError(f"the NIfTI data is truncated ({len(raw)} of {end} bytes)")
+    n_values = int(np.prod(shape))
     try:
-        image = nib.Nifti1Image.from_bytes(raw[:end])
-        values = np.asanyarray(image.dataobj)
-        affine = np.asarray(image.affine, dtype=np.float64)
-        zooms = tuple(float(z) for z in (list(image.header.get_zooms()) + [1.0, 1.0])[:3])
-    except Exception as exc:  # nibabel raises several types for malformed content
-        raise DecodeError(f"the NIfTI data is corrupt: {type(exc).__name__}") from exc
-    if not np.isfinite(affine).all():
-        affine = np.eye(4)
+        # A view of the bytes (no copy), in the file's (Fortran) order and byte order.
+        stored = np.frombuffer(
+            raw, dtype=hdr.get_data_dtype(), count=n_values, offset=int(hdr["vox_offset"])
+        ).reshape(shape, order="F")
+        slope, inter = hdr.get_slope_inter()
+        values = apply_read_scaling(stored, slope, inter)
+        affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
+        zooms = tuple(float(z) for z in (list(hdr.get_zooms()) + [1.0, 1.0])[:3])
+        validate_nifti_geometry(affine, hdr)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for bad headers
+        raise DecodeError(
+            f"the NIfTI header's geometry or data is unusable ({type(exc).__name__}); "
+            "check its qform/sform and voxel sizes"
+        ) from exc
     values = _check_values(np.asarray(values))
     return Volume(
-        data=values.reshape(shape),
+        data=values,
         affine=affine,
         zooms=(zooms[0], zooms[1], zooms[2]),
         source="nifti",
-        header=image.header,
+        header=hdr,
     )
 
 
@@ -596,6 +674,173 @@ def decode_nifti(data: bytes, limits: DecodeLimits | None = None) -> Volume:
         arr = arr[:, :, None] if arr.ndim == 2 else arr[:, :, None, :]
     check_geometry(arr.shape[0], arr.shape[1], limits)
     return Volume(arr, vol.affine, vol.zooms, "nifti", vol.header)
+
+
+# --------------------------------------------------------------------------- sizes, from headers
+
+
+@dataclass(frozen=True)
+class DecodedSize:
+    """What decoding an upload will hold, read from its header(s) alone (no pixel decoded).
+
+    ``values`` (height x width x slices x channels as stored) of ``itemsize`` bytes each;
+    ``inflated`` bytes of gzip/zip content held while decoding; ``pixels`` of one slice.
+    """
+
+    values: int
+    itemsize: int
+    pixels: int
+    slices: int = 1
+    inflated: int = 0
+    copies: int = 1
+    """Arrays of ``values x itemsize`` bytes held besides the upload and the inflated bytes."""
+
+
+_PIL_ITEMSIZE = {"I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+_PROBE_HEAD = 64 * 1024
+_HEADLESS = object()
+
+
+def decoded_size(data: bytes, limits: DecodeLimits | None = None) -> DecodedSize:
+    """Bound the memory a decode will need from the file's header(s), before decoding.
+
+    Refuses (like the decoders) what the header already shows to be over the limits. For a
+    zip, each entry's header is read from its first 64 KiB; an entry whose header lies further
+    in (a TIFF with its IFD at the end) counts as the largest slice the limits allow.
+    """
+    limits = limits or DecodeLimits()
+    fmt = sniff(data)
+    if fmt in ("nifti", "gzip"):
+        return _nifti_size(data, fmt, limits)
+    if fmt == "zip":
+        return _zip_size(data, limits)
+    size = _image_size(data, fmt, limits)
+    if size is None:
+        # An unreadable header: the decoder fails on it too, before allocating, and names why.
+        _decode_2d(data, fmt, limits)
+        return _worst_slice(limits)
+    return size
+
+
+def _worst_slice(limits: DecodeLimits) -> DecodedSize:
+    return DecodedSize(values=limits.max_pixels * 4, itemsize=8, pixels=limits.max_pixels)
+
+
+def _image_size(data: bytes, fmt: Format, limits: DecodeLimits) -> DecodedSize | None:
+    """A 2-D image's decoded size from its header; None when the header cannot be read."""
+    try:
+        if fmt == "tiff":
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                page = tif.pages.first
+                shape = tuple(int(d) for d in page.shape)
+                itemsize = page.dtype.itemsize if page.dtype is not None else 8
+            if len(shape) == 2:
+                height, width, channels = shape[0], shape[1], 1
+            elif len(shape) == 3:
+                planar = shape[0] in (1, 2, 3, 4) and shape[2] not in (1, 2, 3, 4)
+                height, width = (shape[1], shape[2]) if planar else (shape[0], shape[1])
+                channels = shape[0] if planar else shape[2]
+            else:
+                raise DecodeError(f"unsupported TIFF layout {shape}; expected one slice")
+            # a missing codec falls back to Pillow, which holds 4 bytes a pixel
+            itemsize = max(itemsize, 4 // max(channels, 1))
+        else:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                channels = 3 if image.mode in _PIL_CONVERT else len(image.getbands())
+                itemsize = _PIL_ITEMSIZE.get(image.mode, 1)
+                channels = max(channels, 4 // itemsize)  # Pillow's own buffer: 4 bytes a pixel
+    except DecodeProblem:
+        raise
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable header: the decoder gives the 422
+        return None
+    check_geometry(height, width, limits)
+    pixels = height * width
+    return DecodedSize(values=pixels * channels, itemsize=int(itemsize), pixels=pixels)
+
+
+def _nifti_size(data: bytes, fmt: Format, limits: DecodeLimits) -> DecodedSize:
+    if fmt == "gzip":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                head = gz.read(348)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DecodeError("the gzip stream is truncated or corrupt") from exc
+        if not _is_nifti1(head):
+            raise UnsupportedFormat("the gzip archive does not hold a NIfTI-1 image")
+    else:
+        head = data[:348]
+    hdr = _nifti_header(head)
+    shape, end = _nifti_layout(hdr, limits)
+    values = int(np.prod(shape, dtype=np.int64))
+    itemsize = np.dtype(_NIFTI_TYPES[int(hdr["datatype"])]).itemsize
+    height, width = shape[0], shape[1] if len(shape) > 1 else 1
+    slices = shape[2] if len(shape) > 2 else 1
+    # The voxels are a view of the (inflated) bytes; scaling or a byte swap makes one copy.
+    scaled = float(hdr["scl_slope"]) not in (0.0, 1.0) or float(hdr["scl_inter"]) != 0.0
+    swapped = not hdr.get_data_dtype().isnative
+    return DecodedSize(
+        values=values,
+        itemsize=8 if scaled else itemsize,
+        pixels=height * width,
+        slices=slices,
+        inflated=end if fmt == "gzip" else 0,
+        copies=1 if scaled or swapped else 0,
+    )
+
+
+def _zip_size(data: bytes, limits: DecodeLimits) -> DecodedSize:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            entries = _zip_slice_entries(zf, limits)
+            sizes = [_zip_entry_size(zf, info, limits) for info in entries]
+    except DecodeProblem:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+            zlib.error) as exc:  # fmt: skip
+        raise DecodeError("the zip archive is truncated or corrupt") from exc
+    known = [size if size is not None else _worst_slice(limits) for size in sizes]
+    values = min(sum(s.values for s in known), limits.max_volume_values)
+    return DecodedSize(
+        values=values,
+        itemsize=max(s.itemsize for s in known),
+        pixels=max(s.pixels for s in known),
+        slices=len(known),
+        inflated=max(info.file_size for info in entries),
+        copies=2,  # the list of slices, then their stack
+    )
+
+
+def _zip_entry_size(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: DecodeLimits
+) -> DecodedSize | None:
+    with zf.open(info) as entry:
+        head = entry.read(_PROBE_HEAD)
+    try:
+        fmt = sniff(head)
+    except DecodeProblem:
+        return None  # the decoder names the problem
+    if fmt not in ("png", "jpeg", "tiff"):
+        return None
+    return _image_size(head, fmt, limits)
+
+
+def voxel_volume_mm3(volume: Volume) -> tuple[float | None, str | None]:
+    """The volume of one voxel in mm³ from the NIfTI's spacing and units, or ``None`` with the
+    reason when the spacing is not usable (outside ``SPACING_RANGE_MM``, or a zip: none)."""
+    if volume.source == "zip" or volume.header is None:
+        return None, "a zip of slices carries no voxel spacing"
+    space_code = int(volume.header["xyzt_units"]) & 0x07
+    spacing = [abs(z) * _SPACE_UNITS_MM[space_code] for z in volume.zooms]
+    low, high = SPACING_RANGE_MM
+    if not all(np.isfinite(s) and low <= s <= high for s in spacing):
+        return None, (
+            f"the NIfTI's voxel spacing is outside {low:g}-{high:g} mm, so no volume in ml "
+            "is given; the tumour is counted in voxels only"
+        )
+    return float(np.prod(spacing)), None
 
 
 JPEG_WARNING = (

@@ -45,6 +45,18 @@ def mask_to_nifti(
     return image
 
 
+def validate_nifti_geometry(affine: np.ndarray, header: nib.Nifti1Header) -> None:
+    """Raise (nibabel's error) when :func:`mask_to_nifti` could not write this geometry.
+
+    Run on a 1-voxel mask before the model runs, so that writing the real mask afterwards
+    cannot fail on the input's qform/sform/units.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise ValueError("the affine is not finite")
+    mask_to_nifti(np.zeros((1, 1, 1), np.uint8), affine, header).to_bytes()
+
+
 def nifti_to_gz_bytes(image: nib.Nifti1Image) -> bytes:
     """Serialise a NIfTI image as ``.nii.gz`` bytes (gzip mtime 0: same input, same bytes)."""
     return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)

@@ -15,11 +15,36 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
-from inference.api.settings import get_settings
+from inference.api.settings import ServeSettings, get_settings
+
+PROTOCOL = "inference.api.protocol:GuardedH11Protocol"
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """One line per invalid setting: its variable and what is wrong, never the value (a key)."""
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"  LGGSEG_SERVE_{name}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def connection_options(settings: ServeSettings) -> dict[str, Any]:
+    """uvicorn options that keep the probes answering under connection abuse.
+
+    No ``limit_concurrency``: uvicorn counts connections (idle ones too) and would refuse the
+    probes with the work; the app bounds work (WorkLimitMiddleware) and memory (MemoryBudget).
+    """
+    return {
+        "http": PROTOCOL,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--limit-concurrency",
         type=int,
-        default=64,
         metavar="N",
-        help="connections beyond N get 503 from uvicorn; bounds memory (default 64)",
+        help="requests in progress beyond N get 503 (default: "
+        "$LGGSEG_SERVE_MAX_CONCURRENT_REQUESTS or 64); /healthz, /readyz and /metrics are "
+        "never refused, and idle connections are not counted",
     )
     parser.add_argument(
         "--graceful-timeout",
@@ -84,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LGGSEG_SERVE_CHECKPOINT"] = str(args.checkpoint.resolve())
     if args.device is not None:
         os.environ["LGGSEG_SERVE_DEVICE"] = args.device
+    if args.limit_concurrency is not None:
+        os.environ["LGGSEG_SERVE_MAX_CONCURRENT_REQUESTS"] = str(args.limit_concurrency)
     get_settings.cache_clear()
     try:
-        get_settings()  # fail fast on invalid LGGSEG_SERVE_* values, before binding the port
+        settings = get_settings()  # fail fast on invalid LGGSEG_SERVE_* values, before binding
     except ValidationError as exc:
-        print(f"error: invalid LGGSEG_SERVE_* setting:\n{exc}", file=sys.stderr)
+        print(f"error: invalid LGGSEG_SERVE_* setting:\n{settings_errors(exc)}", file=sys.stderr)
         return 2
     uvicorn.run(
         "inference.api.app:create_app",
@@ -96,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        limit_concurrency=args.limit_concurrency,
         timeout_graceful_shutdown=args.graceful_timeout,
+        **connection_options(settings),
         log_level=args.log_level,
         access_log=not args.no_access_log,
         server_header=False,

@@ -136,10 +136,16 @@ def load_resume(path: Path) -> dict[str, Any]:
             f"--resume: {path} not found; the run has not completed an epoch yet "
             "(start it again without --resume)"
         )
+    if path.stat().st_size == 0:
+        raise RuntimeError(
+            f"--resume: cannot read {path}: the file is empty; restore it, or start the run "
+            "again without --resume"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad or unsafe file
-        raise RuntimeError(f"--resume: cannot read {path}: {exc}") from exc
+        reason = str(exc).strip() or type(exc).__name__
+        raise RuntimeError(f"--resume: cannot read {path}: {reason}") from exc
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise RuntimeError(f"--resume: {path} is not a {RESUME_FORMAT} file")
     return state

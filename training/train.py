@@ -214,7 +214,8 @@ def train(
     seed_everything(t.seed)
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, run_dir / "config.yaml")
+        if not resume:  # a resumed run rewrites it only once resume.pt has loaded (below)
+            write_config(cfg, run_dir / "config.yaml")
     barrier(runtime)
 
     assert cfg.data.data_dir is not None  # checked in resolve_config
@@ -244,6 +245,8 @@ def train(
         if not warm_restart:
             scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if runtime.is_main:
+            write_config(cfg, run_dir / "config.yaml")
         logger.info("resuming after epoch %d (step %d)", progress.epoch, progress.step)
 
     net: torch.nn.Module = model

@@ -7,12 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from data.preprocessing import ChannelError
 from inference.api.batching import BatchTimeout, Overloaded
+from inference.api.deps import ClientGone
 from inference.api.metrics import MetricsMiddleware, ServiceMetrics
-from inference.api.middleware import BodySizeLimitMiddleware
+from inference.api.middleware import (
+    BodySizeLimitMiddleware,
+    UnhandledErrorMiddleware,
+    WorkLimitMiddleware,
+    install_access_log_filter,
+)
 from inference.api.routers import evaluate, health, model, segment
 from inference.api.service import ModelService, NotReady, SlicePredictor, configure_threads
 from inference.api.settings import ServeSettings, get_settings
@@ -52,6 +60,14 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings, metrics: ServiceM
     async def undecodable(_: Request, exc: DecodeError) -> JSONResponse:
         return _problem(422, str(exc))
 
+    @app.exception_handler(ChannelError)
+    async def wrong_channels(_: Request, exc: ChannelError) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _problem(422, validation_message(exc))
+
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
         metrics.rejected.labels("overloaded").inc()
@@ -62,10 +78,24 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings, metrics: ServiceM
         metrics.rejected.labels("timeout").inc()
         return _problem(503, f"timed out, retry later: {exc}", retry)
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, exc: ClientGone) -> JSONResponse:
+        metrics.rejected.labels("client_gone").inc()
+        return _problem(499, str(exc))
+
     @app.exception_handler(NotReady)
     async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
         metrics.rejected.labels("not_ready").inc()
         return _problem(503, str(exc))
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One sentence per invalid field (where and what was expected), never the value sent."""
+    parts = []
+    for error in exc.errors():
+        where = " ".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
 
 
 def create_app(
@@ -74,6 +104,7 @@ def create_app(
     """Build the app. ``predictor`` replaces loading ``settings.checkpoint`` (tests, embedding)."""
     settings = settings or get_settings()
     metrics = ServiceMetrics()
+    install_access_log_filter()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,7 +127,11 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.settings = settings
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def the_settings() -> ServeSettings:  # async: never waits for a pool thread
+        return settings
+
+    app.dependency_overrides[get_settings] = the_settings
     for router in (health.router, segment.router, evaluate.router, model.router):
         app.include_router(router)
     _add_error_handlers(app, settings, metrics)
@@ -114,6 +149,13 @@ def create_app(
                 "Retry-After",
             ],
         )
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: metrics still see the 500
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        WorkLimitMiddleware,
+        max_requests=settings.max_concurrent_requests,
+        retry_after_s=settings.retry_after_s,
+        on_reject=metrics.rejected.labels("too_many_requests").inc,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
     return app

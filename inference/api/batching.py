@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from inference.api.middleware import describe_exception
+
 log = logging.getLogger(__name__)
 
 In = TypeVar("In")
@@ -200,7 +202,7 @@ class MicroBatcher(Generic[In, Out]):
                     job.future.set_exception(Overloaded("the service is shutting down"))
             raise
         except Exception as exc:  # a model failure must reach the callers, not end the loop
-            log.exception("batch of %d failed", len(live))
+            log.error("batch of %d failed: %s", len(live), describe_exception(exc))
             for job in live:
                 if not job.future.done():
                     job.future.set_exception(exc)

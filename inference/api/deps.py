@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 
+from inference.api.admission import request_bytes
+from inference.api.middleware import is_keylike
 from inference.api.service import ModelService
 from inference.api.settings import ServeSettings, get_settings
 from inference.api.uploads import read_form
+from inference.decode import decoded_size
+
+T = TypeVar("T")
 
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 
@@ -21,8 +31,9 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def get_service(request: Request) -> ModelService:
-    """The model service created in the app's lifespan."""
+async def get_service(request: Request) -> ModelService:
+    """The model service created in the app's lifespan (async: probes never wait for a thread
+    of the pool that decoding uses)."""
     service: ModelService = request.app.state.service
     return service
 
@@ -30,10 +41,20 @@ def get_service(request: Request) -> ModelService:
 ServiceDep = Annotated[ModelService, Depends(get_service)]
 
 
-def require_api_key(
-    settings: SettingsDep, api_key: Annotated[str | None, Security(_api_key_header)] = None
+async def require_api_key(
+    request: Request,
+    settings: SettingsDep,
+    api_key: Annotated[str | None, Security(_api_key_header)] = None,
 ) -> None:
-    """401 unless the server has no key configured or the request's X-API-Key matches it."""
+    """401 unless the server has no key configured or the request's X-API-Key matches it.
+
+    A key-like query parameter is refused (400) whatever it holds: URLs end up in logs,
+    histories and proxies, so keys travel only in the X-API-Key header.
+    """
+    if any(is_keylike(name) for name in request.query_params):
+        raise HTTPException(
+            400, "API keys are never accepted in the URL; send the key in the X-API-Key header"
+        )
     expected = settings.api_key
     if expected is None:
         return
@@ -45,7 +66,7 @@ def require_api_key(
         )
 
 
-def ready_service(service: ServiceDep) -> ModelService:
+async def ready_service(service: ServiceDep) -> ModelService:
     """The service, or 503 with the reason when no model is loaded (checked before the body)."""
     service.require_predictor()
     return service
@@ -55,18 +76,29 @@ ReadyServiceDep = Annotated[ModelService, Depends(ready_service)]
 
 
 class FormFiles:
-    """Read the named multipart fields into memory (see ``inference.api.uploads``)."""
+    """Read the named multipart fields into memory (see ``inference.api.uploads``).
+
+    Twice the body's size (the parser's buffer and the field's bytes) is reserved from the
+    memory budget before a byte is read, and held until the request ends: its Content-Length,
+    or the upload limit when the body is chunked.
+    """
 
     def __init__(self, *names: str) -> None:
         self.names = names
 
-    async def __call__(self, request: Request, settings: SettingsDep) -> dict[str, bytes]:
-        return await read_form(
-            request,
-            self.names,
-            max_parts=settings.max_form_parts,
-            max_header_bytes=settings.max_part_header_bytes,
-        )
+    async def __call__(
+        self, request: Request, settings: SettingsDep, service: ReadyServiceDep
+    ) -> AsyncIterator[dict[str, bytes]]:
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else settings.max_upload_bytes
+        async with service.reserve(2 * min(size, settings.max_upload_bytes), "upload"):
+            yield await read_form(
+                request,
+                self.names,
+                max_parts=settings.max_form_parts,
+                max_header_bytes=settings.max_part_header_bytes,
+                body_timeout_s=settings.body_timeout_s,
+            )
 
 
 SliceForm = Annotated[dict[str, bytes], Depends(FormFiles("file"))]
@@ -97,3 +129,40 @@ def multipart_body(*fields: str, descriptions: dict[str, str] | None = None) -> 
             },
         }
     }
+
+
+@asynccontextmanager
+async def admitted(
+    service: ModelService, settings: ServeSettings, *uploads: bytes, what: str = "image"
+) -> AsyncIterator[None]:
+    """Reserve the memory that decoding ``uploads`` and answering will hold, bounded from the
+    files' headers before a pixel is decoded (422 over the limits, 503 when not free in time)."""
+    limits = settings.decode_limits()
+    need = 0
+    for upload in uploads:
+        size = await run_in_threadpool(decoded_size, upload, limits)
+        need += request_bytes(size, settings.max_batch)
+    async with service.reserve(need, what):
+        yield
+
+
+class ClientGone(Exception):
+    """The client closed the connection; its work was cancelled."""
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T], poll_s: float = 0.25) -> T:
+    """Await ``work``, cancelling it as soon as the client disconnects (raises ClientGone)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise ClientGone("the client disconnected; its work was cancelled")
+    finally:
+        if not task.done():
+            task.cancel()

@@ -54,6 +54,11 @@ class ServiceMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.memory_reserved = Gauge(
+            "lggseg_memory_reserved_bytes",
+            "Bytes reserved by requests in flight (bodies and decoded images).",
+            registry=self.registry,
+        )
         self.model_ready = Gauge(
             "lggseg_model_ready", "1 when a model is loaded and serving.", registry=self.registry
         )

@@ -92,8 +92,15 @@ class VolumeResult(BaseModel):
     source: Literal["nifti", "zip"]
     tumour_voxels: int
     tumour_slices: int = Field(description="slices with at least one tumour pixel")
-    voxel_volume_mm3: float = Field(description="from the NIfTI header; 1.0 for a zip")
-    tumour_volume_ml: float
+    voxel_volume_mm3: float | None = Field(
+        None,
+        description="from the NIfTI's spacing and units; absent for a zip or an unusable "
+        "spacing (see volume_unavailable)",
+    )
+    tumour_volume_ml: float | None = Field(None, description="absent when voxel_volume_mm3 is")
+    volume_unavailable: str | None = Field(
+        None, description="why there is no volume in ml (the tumour is then in voxels only)"
+    )
     slices: list[SliceSummaryOut]
     mask_nifti_gz: str = Field(description="the mask as .nii.gz, uint8 0/1")
     model_version: str

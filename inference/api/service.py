@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from data.preprocessing import to_hwc3
+from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
 from inference.api.metrics import ServiceMetrics
 from inference.api.settings import ServeSettings
@@ -56,6 +60,7 @@ class ModelService:
         self.error = error if predictor is None else None
         self.batcher: MicroBatcher[np.ndarray, SlicePrediction] | None = None
         self._volumes = asyncio.Semaphore(settings.max_concurrent_volumes)
+        self.memory = MemoryBudget(settings.decode_budget_mb * MIB, settings.admission_wait_s)
         if predictor is not None:
             self.batcher = MicroBatcher(
                 self._predict_batch,
@@ -75,11 +80,13 @@ class ModelService:
         try:
             predictor = await run_in_threadpool(_load, settings)
         except CheckpointError as exc:
-            log.error("model not loaded: %s", exc)
-            return cls(settings, metrics, error=f"model not loaded: {exc}")
+            log.error("model not loaded: %s", exc)  # the operator's log keeps the full path
+            reason = _file_names_only(str(exc), settings.checkpoint)
+            return cls(settings, metrics, error=f"model not loaded: {reason}")
         except (ValueError, RuntimeError, OSError) as exc:
             log.error("model not loaded: %s: %s", type(exc).__name__, exc)
-            return cls(settings, metrics, error=f"model not loaded: {type(exc).__name__}: {exc}")
+            reason = _file_names_only(f"{type(exc).__name__}: {exc}", settings.checkpoint)
+            return cls(settings, metrics, error=f"model not loaded: {reason}")
         log.info(
             "model %s ready (%s, %s)",
             predictor.model_version,
@@ -110,9 +117,20 @@ class ModelService:
             raise NotReady("the batcher is not running")
         return self.batcher
 
+    @asynccontextmanager
+    async def reserve(self, nbytes: int, what: str) -> AsyncIterator[None]:
+        """Hold ``nbytes`` of the memory budget (Overloaded when not free in time)."""
+        try:
+            async with self.memory.reserve(nbytes, what):
+                self.metrics.memory_reserved.set(self.memory.used)
+                yield
+        finally:
+            self.metrics.memory_reserved.set(self.memory.used)
+
     async def segment(self, image: np.ndarray) -> SlicePrediction:
         """One slice through the shared micro-batches (Overloaded / BatchTimeout on trouble)."""
         batcher = self._batcher()
+        require_three_channels(image)
         self.metrics.queue_depth.set(batcher.pending)
         try:
             (prediction,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
@@ -126,6 +144,8 @@ class ModelService:
         At most ``max_concurrent_volumes`` volumes run at once; another one gets Overloaded.
         """
         batcher = self._batcher()
+        if slices:
+            require_three_channels(slices[0])
         if self._volumes.locked():
             raise Overloaded("another volume is being segmented")
         async with self._volumes, asyncio.timeout(self.settings.volume_timeout_s):
@@ -137,6 +157,20 @@ class ModelService:
                     chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
                 )
             return out
+
+
+def _file_names_only(text: str, checkpoint: Path) -> str:
+    """The reason /readyz shows (without a key): the checkpoint's folder is not disclosed."""
+    for folder in {checkpoint.parent, checkpoint.resolve().parent}:
+        if str(folder) not in ("", "."):
+            text = text.replace(f"{folder}{os.sep}", "")
+    return text
+
+
+def require_three_channels(image: np.ndarray) -> None:
+    """ChannelError (422) for a 1- or 2-channel slice, decided by the shared preprocessing's
+    own rule on one pixel, before the slice joins a batch shared with other requests."""
+    to_hwc3(np.asarray(image)[:1, :1])
 
 
 def configure_threads(settings: ServeSettings) -> int:

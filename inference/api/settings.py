@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.decode import DecodeLimits
@@ -42,6 +42,15 @@ class ServeSettings(BaseSettings):
     max_volume_values: int = Field(2**25, ge=64)
     max_slices: int = Field(1024, ge=1)
     max_decompressed_bytes: int = Field(512 * 2**20, ge=1024)
+    decode_budget_mb: int = Field(
+        1024,
+        ge=16,
+        description="memory for the requests' bodies and decoded images together (MiB); a "
+        "request reserves its share, bounded from the file's header, before decoding",
+    )
+    admission_wait_s: float = Field(
+        2.0, ge=0, description="how long a request waits for its memory share; then 503"
+    )
 
     # Batching, overload and timeouts
     max_batch: int = Field(8, ge=1, description="largest micro-batch")
@@ -64,9 +73,37 @@ class ServeSettings(BaseSettings):
     volume_timeout_s: float = Field(300.0, gt=0)
     retry_after_s: int = Field(1, ge=1)
 
+    # Connections (applied by python -m inference.serve)
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="requests being worked on at once; beyond -> 503. Probes (/healthz, "
+        "/readyz, /metrics) are never counted or refused",
+    )
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections close (s)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this"
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request line + headers; beyond -> 431"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="longest pause while an upload's body arrives; then 408"
+    )
+
     # Access
     api_key: SecretStr | None = Field(None, description="if set, /v1/* needs header X-API-Key")
     cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("api_key")
+    @classmethod
+    def _printable_ascii_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not all(32 < ord(c) < 127 for c in key.get_secret_value()):
+            raise ValueError(
+                "the API key must be printable ASCII without spaces (HTTP headers carry "
+                "ASCII, so any other key could never match); choose another key"
+            )
+        return key
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

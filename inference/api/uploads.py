@@ -14,6 +14,7 @@ never stalls other requests (``/healthz`` keeps answering).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from fastapi import HTTPException, Request
 from python_multipart.exceptions import FormParserError
@@ -103,12 +104,28 @@ class _FormCollector:
         self.finished = True
 
 
+async def _stream_with_deadline(request: Request, pause_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; 408 when the client pauses longer than ``pause_s`` (slow upload)."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(pause_s):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            stalled = f"the upload stalled: no data for {pause_s:g} s"
+            raise HTTPException(408, stalled, headers={"Connection": "close"}) from None
+        yield chunk
+
+
 async def read_form(
     request: Request,
     required: tuple[str, ...],
     *,
     max_parts: int = 8,
     max_header_bytes: int = 4096,
+    body_timeout_s: float = 30.0,
 ) -> dict[str, bytes]:
     """Parse the request's multipart body in memory; return the ``required`` fields' bytes."""
     content_type = request.headers.get("content-type")
@@ -130,7 +147,7 @@ async def read_form(
             collector.callbacks(),  # type: ignore[arg-type]
             max_header_size=max_header_bytes,
         )
-        async for chunk in request.stream():
+        async for chunk in _stream_with_deadline(request, body_timeout_s):
             for start in range(0, len(chunk), PIECE):
                 parser.write(chunk[start : start + PIECE])
                 await asyncio.sleep(0)  # let other requests run between pieces

@@ -164,3 +164,45 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
         for name, blob in files.items():
             zf.writestr(name, blob)
     return buffer.getvalue()
+
+
+def tiff_with_compression(array: np.ndarray, code: int) -> bytes:
+    """A deflate TIFF whose Compression tag is rewritten to ``code`` (e.g. 50000, ZSTD): the
+    pixel data cannot be decoded without that codec."""
+    buffer = io.BytesIO(tiff_bytes(array, compression="zlib"))
+    with tifffile.TiffFile(buffer, mode="r+b") as tif:
+        tif.pages.first.tags["Compression"].overwrite(code)
+    return buffer.getvalue()
+
+
+def corrupt_tiff_data(data: bytes) -> bytes:
+    """Flip the bits of a TIFF's (compressed) pixel data, leaving its header intact."""
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages.first
+        offset, count = page.dataoffsets[0], page.databytecounts[0]
+    blob = bytearray(data)
+    for i in range(offset + 4, offset + count - 2):
+        blob[i] ^= 0x5A
+    return bytes(blob)
+
+
+def hostile_niftis() -> dict[str, bytes]:
+    """NIfTI volumes whose header fields are NaN, infinite or impossible (name -> bytes)."""
+    vol = np.stack([brain_like(16, 16, s) for s in range(3)], axis=2)  # 16 x 16 x 3 x 3
+    nan, inf = float("nan"), float("inf")
+    zero_row = [0.0, 0.0, 0.0, 0.0]
+    return {
+        "vox_offset NaN": nifti_bytes(vol, vox_offset=nan),
+        "vox_offset Inf": nifti_bytes(vol, vox_offset=inf),
+        "qform NaN": nifti_bytes(vol, qform_code=1, quatern_b=nan),
+        "sform NaN": nifti_bytes(vol, sform_code=1, srow_x=[nan, 0.0, 0.0, 0.0]),
+        "sform all zero": nifti_bytes(
+            vol, sform_code=1, srow_x=zero_row, srow_y=zero_row, srow_z=zero_row
+        ),
+        "pixdim NaN": nifti_bytes(vol, qform_code=1, pixdim=[1, nan, 1, 1, 1, 1, 1, 1]),
+        "pixdim Inf": nifti_bytes(vol, qform_code=1, pixdim=[1, inf, 1, 1, 1, 1, 1, 1]),
+        "xyzt_units 255": nifti_bytes(vol, xyzt_units=255),
+        "quaternion not a rotation": nifti_bytes(
+            vol, qform_code=1, quatern_b=0.9, quatern_c=0.9, quatern_d=0.9
+        ),
+    }

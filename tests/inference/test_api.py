@@ -89,14 +89,14 @@ def test_declared_type_and_name_are_ignored(client: TestClient) -> None:
 
 
 def test_nifti_slice_and_volume_routing(client: TestClient) -> None:
-    grey = brain_like(40, 48)[:, :, 0].astype(np.int16)
-    ok = client.post("/v1/segment", files={"file": ("x", nifti_bytes(grey))})
+    one = brain_like(40, 48).astype(np.int16)[:, :, None, :]  # H x W x 1 slice x 3 sequences
+    ok = client.post("/v1/segment", files={"file": ("x", nifti_bytes(one))})
     assert ok.status_code == 200 and png_mask(ok.content).shape == (40, 48)
-    vol = nifti_bytes(np.stack([grey] * 3, axis=2))
+    vol = nifti_bytes(np.concatenate([one] * 3, axis=2))
     wrong = client.post("/v1/segment", files={"file": ("x", vol)})
     assert wrong.status_code == 422
     assert "POST /v1/segment/volume" in wrong.json()["detail"]
-    reverse = client.post("/v1/segment/volume", files={"file": ("x", nifti_bytes(grey))})
+    reverse = client.post("/v1/segment/volume", files={"file": ("x", nifti_bytes(one))})
     assert reverse.status_code == 422
     assert "POST /v1/segment" in reverse.json()["detail"]
 
@@ -130,7 +130,8 @@ def test_volume_json_summary_and_zip_input(client: TestClient) -> None:
     assert body["shape"] == [32, 32, 3] and body["source"] == "zip"
     assert [s["index"] for s in body["slices"]] == [0, 1, 2]
     assert body["tumour_voxels"] == sum(s["tumour_pixels"] for s in body["slices"])
-    assert body["voxel_volume_mm3"] == 1.0
+    assert "voxel_volume_mm3" not in body and "tumour_volume_ml" not in body  # no spacing
+    assert "no voxel spacing" in body["volume_unavailable"]
     mask = np.asarray(
         nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(body["mask_nifti_gz"]))).dataobj
     )

@@ -273,18 +273,43 @@ def test_multiframe_is_422(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        png_bytes(brain_like(20, 30)[:, :, 0].astype(np.uint16) * 250),
-        tiff_bytes(brain_like(20, 30)[:, :, 0].astype(np.int16) - 100),
+        tiff_bytes(brain_like(20, 30).astype(np.uint16) * 250),
+        tiff_bytes(brain_like(20, 30).astype(np.int16) - 100),
         tiff_bytes(brain_like(20, 30).astype(np.float32) / 7.0),
         png_bytes(np.dstack([brain_like(20, 30), np.full((20, 30), 128, np.uint8)])),
-        png_bytes(brain_like(20, 30)[:, :, 0]),
     ],
-    ids=["uint16", "int16", "float32", "rgba", "grey"],
+    ids=["uint16", "int16", "float32", "rgba"],
 )
 def test_pixel_types_are_converted(client: TestClient, data: bytes) -> None:
     response = post(client, data, params={"format": "json"})
     assert response.status_code == 200
     assert response.json()["shape"] == [20, 30]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        png_bytes(brain_like(20, 30)[:, :, 0]),
+        png_bytes(brain_like(20, 30)[:, :, 0].astype(np.uint16) * 250),
+        png_bytes(np.dstack([brain_like(20, 30)[:, :, 0]] * 2), mode="LA"),
+        nifti_bytes(brain_like(20, 30)[:, :, 0].astype(np.int16)),
+    ],
+    ids=["grey", "grey-16bit", "grey-alpha", "grey-nifti"],
+)
+def test_one_or_two_channel_slices_are_422_naming_the_three_sequences(
+    client: TestClient, data: bytes
+) -> None:
+    response = post(client, data)
+    check(response, 422, "pre-contrast, FLAIR, post-contrast", client)
+    assert "1 channel" in response.json()["detail"]
+
+
+def test_grey_volume_is_422_and_never_reaches_the_model(tiny_checkpoint: Path) -> None:
+    slow = SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint), delay_s=0.0)
+    with TestClient(create_app(settings(tiny_checkpoint), predictor=slow)) as c:
+        grey = nifti_bytes(brain_like(16, 16)[:, :, :2].astype(np.int16))  # 16 x 16 x 2 slices
+        check(post(c, grey, path="/v1/segment/volume"), 422, "FLAIR", c)
+    assert slow.batches == []  # refused before any batch: other requests' batches never fail
 
 
 def test_palette_image(client: TestClient) -> None:
@@ -321,7 +346,7 @@ def test_nifti_cases_are_422(client: TestClient) -> None:
 
 
 def test_gzip_bomb_volume_is_bounded(client: TestClient) -> None:
-    bomb = gzip.compress(nifti_bytes(np.ones((16, 16, 2), np.uint8)) + b"\x00" * (200 * 2**20))
+    bomb = gzip.compress(nifti_bytes(np.ones((16, 16, 2, 3), np.uint8)) + b"\x00" * (200 * 2**20))
     assert len(bomb) < LIMIT
     response = post(client, bomb, path="/v1/segment/volume")
     assert response.status_code == 200  # the 200 MiB tail is never inflated

@@ -22,8 +22,11 @@ from inference.decode import (
     decode_volume,
     sniff,
 )
+from inference.outputs import mask_to_nifti
 from tests.inference.samples import (
     brain_like,
+    corrupt_tiff_data,
+    hostile_niftis,
     jpeg_bytes,
     multipage_tiff,
     nifti_bytes,
@@ -32,6 +35,7 @@ from tests.inference.samples import (
     set_png_size,
     tiff_bytes,
     tiff_declaring,
+    tiff_with_compression,
     zip_bytes,
 )
 
@@ -392,3 +396,40 @@ def test_zip_bomb_is_refused_from_declared_sizes() -> None:
     big = zip_bytes({"s_1.tif": tiff_bytes(np.zeros((1024, 1024), np.uint8))})  # 1 MiB inflated
     with pytest.raises(DecodeError, match="inflates"):
         decode_volume(big, DecodeLimits(max_decompressed_bytes=100_000))
+
+
+# ----------------------------------------------------------------- decoder failures (issue 12)
+
+
+def test_tiff_with_a_missing_codec_is_a_decode_error() -> None:
+    """ZSTD needs a codec this environment lacks: 422 naming the compression, not a 500."""
+    with pytest.raises(DecodeError, match=r"compression \(ZSTD\)"):
+        decode_slice(tiff_with_compression(RGB, 50000))
+
+
+def test_tiff_with_corrupt_lzma_data_is_a_decode_error() -> None:
+    data = tiff_bytes(RGB, compression="lzma")
+    assert np.array_equal(decode_slice(data), RGB)
+    with pytest.raises(DecodeError, match="truncated or corrupt"):
+        decode_slice(corrupt_tiff_data(data))
+
+
+@pytest.mark.parametrize("name", sorted(hostile_niftis()))
+def test_nifti_with_non_finite_or_impossible_geometry_is_refused(name: str) -> None:
+    data = hostile_niftis()[name]
+    for blob in (data, gzip.compress(data)):
+        with pytest.raises(DecodeError, match="NIfTI header") as info:
+            decode_volume(blob)
+        message = str(info.value).lower()
+        assert "nan" not in message and "inf" not in message.replace("info", "")
+        assert "255" not in message  # field names only, never header values
+
+
+def test_every_accepted_nifti_geometry_can_be_written_back() -> None:
+    """The output mask's geometry is validated up front: writing it never fails afterwards."""
+    affine = np.array([[0.0, -0.9, 0, 10], [0.9, 0.0, 0, -20], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    vol = decode_volume(nifti_bytes(np.zeros((8, 8, 3), np.int16), affine, sform_code=2))
+    mask = nib.Nifti1Image.from_bytes(
+        mask_to_nifti(np.zeros((8, 8, 3), np.uint8), vol.affine, vol.header).to_bytes()
+    )
+    assert np.allclose(mask.affine, affine) and mask.header["sform_code"] == 2

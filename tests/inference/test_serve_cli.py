@@ -40,4 +40,35 @@ def test_invalid_settings_fail_before_binding(
         assert serve.main([]) == 2
     finally:
         get_settings.cache_clear()
-    assert "max_batch" in capsys.readouterr().err
+    assert "LGGSEG_SERVE_MAX_BATCH" in capsys.readouterr().err
+
+
+def test_limit_concurrency_bounds_work_not_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's limit_concurrency counts connections and refuses /healthz with the rest."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(serve.uvicorn, "run", lambda app, **kw: calls.append(kw))
+    try:
+        assert serve.main(["--limit-concurrency", "7"]) == 0
+        assert get_settings().max_concurrent_requests == 7
+    finally:
+        monkeypatch.delenv("LGGSEG_SERVE_MAX_CONCURRENT_REQUESTS", raising=False)
+        get_settings.cache_clear()
+    (call,) = calls
+    assert "limit_concurrency" not in call
+    assert call["http"] == "inference.api.protocol:GuardedH11Protocol"
+    assert call["timeout_keep_alive"] == 5
+    assert call["h11_max_incomplete_event_size"] == 32 * 1024
+
+
+def test_non_ascii_api_key_is_refused_at_startup_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(serve.uvicorn, "run", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setenv("LGGSEG_SERVE_API_KEY", "clé-secrète")
+    try:
+        assert serve.main([]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "LGGSEG_SERVE_API_KEY" in err and "ASCII" in err
+    assert "secr" not in err  # the key itself is never printed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -36,9 +37,15 @@ def free_port() -> int:
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with run_server(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def run_server(tmp_path: Path, **env_vars: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     checkpoint = make_checkpoint(tmp_path / "m.safetensors")
     port = free_port()
-    env = {**os.environ, "LGGSEG_SERVE_MAX_BATCH": "4", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LGGSEG_SERVE_MAX_BATCH": "4", "PYTHONUNBUFFERED": "1", **env_vars}
     process = subprocess.Popen(
         [sys.executable, "-m", "inference.serve", "--port", str(port),
          "--checkpoint", str(checkpoint), "--graceful-timeout", "60"],
@@ -91,7 +98,7 @@ def test_real_server_serves_survives_slow_clients_and_stops_cleanly(
     stalled.close()
 
     # A volume in flight when SIGTERM arrives still gets its answer; then a clean exit.
-    volume = np.stack([brain_like(256, 256, s)[:, :, 1] for s in range(160)], axis=2)
+    volume = np.stack([brain_like(256, 256, s) for s in range(160)], axis=2)  # x 3 sequences
     results: dict[str, httpx.Response] = {}
 
     def send_volume() -> None:
@@ -120,3 +127,120 @@ def test_real_server_serves_survives_slow_clients_and_stops_cleanly(
     assert "Application shutdown complete" in output and "Finished server process" in output
     assert "Traceback" not in output
     assert SECRET_NAME not in output and "Jane" not in output  # file names are never logged
+
+
+# ----------------------------------------------------------------- issue 12: connection abuse
+
+
+def test_a_connection_flood_and_a_16_mib_header_leave_probes_and_work_alive(
+    tmp_path: Path,
+) -> None:
+    """70 idle connections (uvicorn's limit_concurrency of 64 answered 503 to everything,
+    /healthz included) plus a 16 MiB header value: /healthz answers 200 within 2 s, the header
+    gets 431, a real slice is still segmented, and the idle connections are closed."""
+    with run_server(tmp_path, LGGSEG_SERVE_HEADER_TIMEOUT_S="3") as (process, base):
+        port = int(base.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
+        huge = socket.create_connection(("127.0.0.1", port))
+        answer: dict[str, bytes] = {}
+
+        def send_huge_header() -> None:
+            head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (16 * 2**20)
+            try:
+                huge.sendall(head + b"\r\n\r\n")
+            except OSError:
+                pass  # the server answered and closed early: that is the point
+            huge.settimeout(10)
+            try:
+                answer["huge"] = huge.recv(4096)
+            except OSError:
+                answer["huge"] = b""
+
+        sender = threading.Thread(target=send_huge_header)
+        sender.start()
+        start = time.monotonic()
+        health = httpx.get(f"{base}/healthz", timeout=2)
+        health_s = time.monotonic() - start
+        ready = httpx.get(f"{base}/readyz", timeout=2)
+        response = httpx.post(
+            f"{base}/v1/segment",
+            files={"file": ("s", png_bytes(brain_like(120, 100)))},
+            timeout=60,
+        )
+        sender.join(timeout=30)
+        assert health.status_code == 200 and health_s < 2.0
+        assert ready.status_code == 200
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).size == (100, 120)
+        assert answer["huge"].startswith(b"HTTP/1.1 431"), answer["huge"][:80]
+
+        time.sleep(3.5)  # the request-head deadline closes what sent nothing
+        closed = 0
+        for sock in idle:
+            sock.settimeout(5)
+            try:
+                closed += sock.recv(1) == b""
+            except OSError:
+                closed += 1
+            sock.close()
+        huge.close()
+        assert closed == 70
+        assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        assert process.poll() is None
+
+
+# ----------------------------------------------------------------- issue 12: memory ceiling
+
+BUDGET_MB = 256
+DECODED_MB = 48
+CEILING_MARGIN_MB = 160
+"""Besides the budget: thread stacks, allocator slack, python-multipart and zlib buffers."""
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def hostile_nifti(megabytes: int, seed: int) -> bytes:
+    """Gzipped float32 NIfTI: ``megabytes`` MiB decoded, about 100 KiB on the wire, ending in a
+    NaN (refused with 422, but only after decoding)."""
+    values = np.zeros(megabytes * 2**18, np.float32)
+    values[seed] = 1.0
+    values[-1] = np.nan
+    return nifti_bytes(values.reshape(256, 256, -1, order="F"), compress=True)
+
+
+def test_memory_stays_under_the_budget_with_16_concurrent_hostile_niftis(
+    tmp_path: Path,
+) -> None:
+    """Before admission, 16 such uploads were decoded side by side (16 x 48 MiB and copies);
+    now they share the byte budget: peak RSS growth stays under budget + margin."""
+    env = {"LGGSEG_SERVE_DECODE_BUDGET_MB": str(BUDGET_MB), "LGGSEG_SERVE_ADMISSION_WAIT_S": "30"}
+    with run_server(tmp_path, **env) as (process, base):
+        uploads = [hostile_nifti(DECODED_MB, seed) for seed in range(16)]
+        assert max(len(u) for u in uploads) < 2**20
+        Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # reset the peak (VmHWM)
+        before = vm_kib(process.pid, "VmRSS")
+        answers: list[httpx.Response] = []
+
+        def send(data: bytes, url: str = f"{base}/v1/segment/volume") -> None:
+            answers.append(httpx.post(url, files={"file": ("v", data)}, timeout=120))
+
+        threads = [threading.Thread(target=send, args=(u,)) for u in uploads]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=180)
+        growth_mb = (vm_kib(process.pid, "VmHWM") - before) / 1024
+        statuses = sorted(r.status_code for r in answers)
+        decoded = sum("NaN" in r.json()["detail"] for r in answers)
+        print(f"16 hostile NIfTIs ({DECODED_MB} MiB decoded each): peak RSS growth "
+              f"{growth_mb:.0f} MiB, budget {BUDGET_MB} MiB, answers {statuses}, "
+              f"{decoded} decoded and refused for their NaN")  # fmt: skip
+        assert len(statuses) == 16 and set(statuses) <= {422, 503}
+        assert decoded >= 8  # most were decoded (one or two at a time), not refused up front
+        assert growth_mb < BUDGET_MB + CEILING_MARGIN_MB
+        assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200

@@ -10,6 +10,7 @@ from inference.api.deps import (
     EvaluateForm,
     ReadyServiceDep,
     SettingsDep,
+    admitted,
     multipart_body,
     require_api_key,
 )
@@ -45,14 +46,16 @@ async def evaluate(
     service: ReadyServiceDep, settings: SettingsDep, form: EvaluateForm
 ) -> EvaluateResult:
     limits = settings.decode_limits()
-    image = await run_in_threadpool(decode_slice, form["file"], limits)
-    truth = _as_binary_mask(await run_in_threadpool(decode_slice, form["mask"], limits))
-    if truth.shape != image.shape[:2]:
-        raise DecodeError(
-            f"the mask is {truth.shape[0]} x {truth.shape[1]} but the image is "
-            f"{image.shape[0]} x {image.shape[1]}; they must match"
-        )
-    prediction = await service.segment(image)
+    async with admitted(service, settings, form["file"], form["mask"]):
+        image = await run_in_threadpool(decode_slice, form["file"], limits)
+        truth = _as_binary_mask(await run_in_threadpool(decode_slice, form["mask"], limits))
+        if truth.shape != image.shape[:2]:
+            raise DecodeError(
+                f"the mask is {truth.shape[0]} x {truth.shape[1]} but the image is "
+                f"{image.shape[0]} x {image.shape[1]}; they must match"
+            )
+        prediction = await service.segment(image)
+        del image
     scores = slice_scores(prediction.mask, truth)
     return EvaluateResult(
         dice=scores.dice,

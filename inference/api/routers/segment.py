@@ -5,19 +5,20 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-import numpy as np
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from inference.api.deps import (
     ReadyServiceDep,
     SettingsDep,
     SliceForm,
+    admitted,
+    cancel_on_disconnect,
     multipart_body,
     require_api_key,
 )
 from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
-from inference.decode import decode_slice, decode_volume
+from inference.decode import decode_slice, decode_volume, voxel_volume_mm3
 from inference.outputs import mask_contours, mask_to_nifti, mask_to_png, nifti_to_gz_bytes
 from inference.predictor import VolumePrediction
 
@@ -67,8 +68,10 @@ async def segment_slice(
     form: SliceForm,
     response_format: Annotated[Literal["png", "json"], Query(alias="format")] = "png",
 ) -> Response:
-    image = await run_in_threadpool(decode_slice, form["file"], settings.decode_limits())
-    prediction = await service.segment(image)
+    async with admitted(service, settings, form["file"]):
+        image = await run_in_threadpool(decode_slice, form["file"], settings.decode_limits())
+        prediction = await service.segment(image)
+        del image
     version = service.require_predictor().model_version
     png = await run_in_threadpool(mask_to_png, prediction.mask)
     headers = {"X-Model-Version": version, "X-Tumour-Pixels": str(prediction.tumour_pixels)}
@@ -110,16 +113,22 @@ async def segment_slice(
     openapi_extra=multipart_body("file", descriptions={"file": VOLUME_FIELD}),
 )
 async def segment_volume(
+    request: Request,
     service: ReadyServiceDep,
     settings: SettingsDep,
     form: SliceForm,
     response_format: Annotated[Literal["nifti", "json"], Query(alias="format")] = "nifti",
 ) -> Response:
-    volume = await run_in_threadpool(decode_volume, form["file"], settings.decode_limits())
-    slices = [volume.data[:, :, k] for k in range(volume.data.shape[2])]
-    prediction = VolumePrediction.from_slices(await service.segment_volume(slices))
-    image = mask_to_nifti(prediction.masks, volume.affine, volume.header)
-    blob = await run_in_threadpool(nifti_to_gz_bytes, image)
+    async with admitted(service, settings, form["file"], what="volume"):
+        volume = await run_in_threadpool(decode_volume, form["file"], settings.decode_limits())
+        slices = [volume.data[:, :, k] for k in range(volume.data.shape[2])]
+        # a client that goes away cancels its volume (and frees the volume slot) at once
+        predictions = await cancel_on_disconnect(request, service.segment_volume(slices))
+        prediction = VolumePrediction.from_slices(predictions)
+        del slices
+        # the geometry was validated while decoding: writing it back cannot fail here
+        image = mask_to_nifti(prediction.masks, volume.affine, volume.header)
+        blob = await run_in_threadpool(nifti_to_gz_bytes, image)
     version = service.require_predictor().model_version
     tumour_slices = sum(1 for s in prediction.slices if s.tumour_pixels > 0)
     headers = {
@@ -131,14 +140,15 @@ async def segment_volume(
         headers["Content-Disposition"] = 'attachment; filename="mask.nii.gz"'
         return Response(blob, media_type="application/gzip", headers=headers)
     height, width, depth = prediction.masks.shape
-    voxel_mm3 = float(np.prod(volume.zooms))
+    voxel_mm3, no_volume_reason = voxel_volume_mm3(volume)
     result = VolumeResult(
         shape=(height, width, depth),
         source=volume.source,
         tumour_voxels=prediction.tumour_voxels,
         tumour_slices=tumour_slices,
         voxel_volume_mm3=voxel_mm3,
-        tumour_volume_ml=prediction.tumour_voxels * voxel_mm3 / 1000.0,
+        tumour_volume_ml=None if voxel_mm3 is None else prediction.tumour_voxels * voxel_mm3 / 1e3,
+        volume_unavailable=no_volume_reason,
         slices=[
             SliceSummaryOut(
                 index=s.index,
@@ -151,4 +161,6 @@ async def segment_volume(
         mask_nifti_gz=base64.b64encode(blob).decode("ascii"),
         model_version=version,
     )
-    return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+    return Response(
+        result.model_dump_json(exclude_none=True), media_type="application/json", headers=headers
+    )
