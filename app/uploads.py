@@ -10,9 +10,7 @@ becomes an ``UploadProblem`` with a message for the page. Nothing is written to 
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -174,7 +172,7 @@ def read_slices(
                                                           "without ground truth)"))
                 truth, truth_name = None, None
         slices.append(SliceInput(shown, data, image, truth, truth_name,
-                                 lossy=decode.sniff(data) == "jpeg"))
+                                 lossy=decode.lossy_warning(data) is not None))
     return slices, problems
 
 
@@ -193,17 +191,6 @@ def as_truth_volume(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             f"{'x'.join(map(str, expected))}; upload the mask made for this volume"
         )
     return binary_volume(arr)
-
-
-def _zip_has_jpeg(data: bytes) -> bool:
-    """Whether a zip (already decoded as a volume) holds a JPEG: each entry's first bytes."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for entry in archive.infolist():
-            if not entry.is_dir():
-                with archive.open(entry) as member:
-                    if member.read(3) == b"\xff\xd8\xff":
-                        return True
-    return False
 
 
 def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
@@ -226,6 +213,6 @@ def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
         except (backend.BadUpload, ValueError) as exc:
             problems.append(UploadProblem(display_name(mask[0]),
                                           f"{exc} (the volume is shown without ground truth)"))
-    lossy = decoded.source == "zip" and _zip_has_jpeg(volume[1])
+    lossy = decode.lossy_warning(volume[1]) is not None
     return VolumeInput(name, volume[1], decoded.data, np.asarray(decoded.affine), decoded.header,
                        truth, tuple(problems), lossy)

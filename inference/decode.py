@@ -850,5 +850,15 @@ JPEG_WARNING = (
 
 
 def lossy_warning(data: bytes) -> str | None:
-    """A warning for the user when ``data`` (already decoded fine) is a lossy JPEG, else None."""
-    return JPEG_WARNING if sniff(data) == "jpeg" else None
+    """A warning for the user when ``data`` (already decoded fine) is a JPEG or a zip holding
+    one, else None: the one rule for the CLI, the API and the viewer."""
+    fmt = sniff(data)
+    if fmt == "zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for entry in archive.infolist():
+                if not entry.is_dir():
+                    with archive.open(entry) as member:
+                        if member.read(3) == b"\xff\xd8\xff":
+                            return JPEG_WARNING
+        return None
+    return JPEG_WARNING if fmt == "jpeg" else None

@@ -57,6 +57,11 @@ class SegmentResult(BaseModel):
         "in pixel coordinates, lying halfway between tumour and background pixels"
     )
     contours_truncated: bool = Field(description="true when only the longest were kept")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the client should know about the input, e.g. that a JPEG's lossy "
+        "compression changed its pixels (also in the X-Input-Warning header)",
+    )
     model_version: str
 
     model_config = ConfigDict(
@@ -103,6 +108,11 @@ class VolumeResult(BaseModel):
     )
     slices: list[SliceSummaryOut]
     mask_nifti_gz: str = Field(description="the mask as .nii.gz, uint8 0/1")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the client should know about the input, e.g. that a JPEG's lossy "
+        "compression changed its pixels (also in the X-Input-Warning header)",
+    )
     model_version: str
 
 
@@ -116,6 +126,11 @@ class EvaluateResult(BaseModel):
     intersection_pixels: int
     total_pixels: int
     shape: tuple[int, int]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the client should know about the input, e.g. that a JPEG's lossy "
+        "compression changed its pixels (also in the X-Input-Warning header)",
+    )
     model_version: str
 
     model_config = ConfigDict(

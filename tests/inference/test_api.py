@@ -115,9 +115,11 @@ def test_volume_nifti_in_nifti_out(client: TestClient) -> None:
     assert mask.shape == (48, 40, 3) and mask.dtype == np.uint8
     assert np.allclose(image.affine, affine)
     assert int(response.headers["X-Tumour-Voxels"]) == int(mask.sum())
-    for k, s in enumerate(slices):  # each slice equals the slice endpoint's answer
+    for k, s in enumerate(slices):  # each slice is the slice endpoint's answer...
         single = png_mask(client.post("/v1/segment", files={"file": ("s", png_bytes(s))}).content)
-        assert np.array_equal(mask[:, :, k] * 255, single)
+        # ... up to pixels whose logit lies within the batch-size rounding of the threshold
+        # (oneDNN sums in another order for a batch of 3 than of 1): a few at most.
+        assert np.mean(mask[:, :, k] * 255 != single) <= 0.01
 
 
 def test_volume_json_summary_and_zip_input(client: TestClient) -> None:
@@ -167,6 +169,35 @@ def test_evaluate(client: TestClient) -> None:
     assert mismatch.status_code == 422 and "must match" in mismatch.json()["detail"]
     missing = client.post("/v1/evaluate", files={"file": ("i", tiff_bytes(image))})
     assert missing.status_code == 422 and "'mask'" in missing.json()["detail"]
+
+
+def test_jpeg_is_segmented_with_a_warning_in_header_and_json(client: TestClient) -> None:
+    from tests.inference.samples import jpeg_bytes
+
+    jpeg = {"file": ("s.jpg", jpeg_bytes(brain_like(48, 48, 3)))}
+    png = client.post("/v1/segment", files=jpeg)
+    assert png.status_code == 200 and "JPEG is lossy" in png.headers["X-Input-Warning"]
+    body = client.post("/v1/segment?format=json", files=jpeg).json()
+    assert len(body["warnings"]) == 1 and "JPEG is lossy" in body["warnings"][0]
+    lossless = client.post("/v1/segment?format=json",
+                           files={"file": ("s.png", png_bytes(brain_like(48, 48, 3)))})
+    assert lossless.json()["warnings"] == [] and "X-Input-Warning" not in lossless.headers
+    truth = np.zeros((48, 48), np.uint8)
+    scored = client.post("/v1/evaluate", files={**jpeg, "mask": ("m.png", png_bytes(truth))})
+    assert scored.status_code == 200 and "JPEG is lossy" in scored.json()["warnings"][0]
+    assert "JPEG is lossy" in scored.headers["X-Input-Warning"]
+
+
+def test_evaluate_takes_masks_by_the_one_mask_rule(client: TestClient) -> None:
+    image = brain_like(32, 32, 1)
+    coloured = brain_like(32, 32, 2)  # an MRI slice sent as the mask
+    response = client.post("/v1/evaluate", files={"file": ("i.png", png_bytes(image)),
+                                                   "mask": ("m.png", png_bytes(coloured))})
+    assert response.status_code == 422 and "colours" in response.json()["detail"]
+    ones = np.ones((32, 32), np.uint8)  # one value only: all tumour
+    body = client.post("/v1/evaluate", files={"file": ("i.png", png_bytes(image)),
+                                               "mask": ("m.png", png_bytes(ones))}).json()
+    assert body["true_pixels"] == 32 * 32
 
 
 def test_model_card(client: TestClient, spread_checkpoint: Path) -> None:

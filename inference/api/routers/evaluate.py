@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
+from data.masks import MaskError, binary_mask
 from inference.api.deps import (
     EvaluateForm,
     ReadyServiceDep,
@@ -14,7 +15,7 @@ from inference.api.deps import (
     multipart_body,
     require_api_key,
 )
-from inference.api.routers.segment import ERRORS, SLICE_FIELD
+from inference.api.routers.segment import ERRORS, SLICE_FIELD, input_warnings
 from inference.api.schemas import EvaluateResult
 from inference.decode import DecodeError, decode_slice
 from inference.metrics import slice_scores
@@ -22,9 +23,12 @@ from inference.metrics import slice_scores
 router = APIRouter(prefix="/v1", tags=["evaluation"], dependencies=[Depends(require_api_key)])
 
 
-def _as_binary_mask(mask: np.ndarray) -> np.ndarray:
-    """Any non-zero value (in any channel) is tumour, so 0/1, 0/255 and RGB masks all work."""
-    return (mask != 0).any(axis=2) if mask.ndim == 3 else mask != 0
+def _truth(mask: np.ndarray) -> np.ndarray:
+    """The ground truth by the one mask rule (``data.masks``); a 422 when it breaks it."""
+    try:
+        return binary_mask(mask)
+    except MaskError as exc:
+        raise DecodeError(f"the mask: {exc}") from exc
 
 
 @router.post(
@@ -43,12 +47,12 @@ def _as_binary_mask(mask: np.ndarray) -> np.ndarray:
     ),
 )
 async def evaluate(
-    service: ReadyServiceDep, settings: SettingsDep, form: EvaluateForm
+    service: ReadyServiceDep, settings: SettingsDep, form: EvaluateForm, response: Response
 ) -> EvaluateResult:
     limits = settings.decode_limits()
     async with admitted(service, settings, form["file"], form["mask"]):
         image = await run_in_threadpool(decode_slice, form["file"], limits)
-        truth = _as_binary_mask(await run_in_threadpool(decode_slice, form["mask"], limits))
+        truth = _truth(await run_in_threadpool(decode_slice, form["mask"], limits))
         if truth.shape != image.shape[:2]:
             raise DecodeError(
                 f"the mask is {truth.shape[0]} x {truth.shape[1]} but the image is "
@@ -57,6 +61,9 @@ async def evaluate(
         prediction = await service.segment(image)
         del image
     scores = slice_scores(prediction.mask, truth)
+    headers: dict[str, str] = {}
+    warnings = input_warnings(form["file"], headers)
+    response.headers.update(headers)
     return EvaluateResult(
         dice=scores.dice,
         iou=scores.iou,
@@ -65,5 +72,6 @@ async def evaluate(
         intersection_pixels=scores.intersection_pixels,
         total_pixels=scores.total_pixels,
         shape=(truth.shape[0], truth.shape[1]),
+        warnings=warnings,
         model_version=service.require_predictor().model_version,
     )

@@ -18,7 +18,7 @@ from inference.api.deps import (
     require_api_key,
 )
 from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
-from inference.decode import decode_slice, decode_volume, voxel_volume_mm3
+from inference.decode import decode_slice, decode_volume, lossy_warning, voxel_volume_mm3
 from inference.outputs import mask_contours, mask_to_nifti, mask_to_png, nifti_to_gz_bytes
 from inference.predictor import VolumePrediction
 
@@ -40,6 +40,15 @@ SLICE_FIELD = (
 VOLUME_FIELD = "a NIfTI volume (.nii / .nii.gz, H x W x Z [x 1|3]) or a zip of a patient's slices"
 
 
+def input_warnings(data: bytes, headers: dict[str, str]) -> list[str]:
+    """Warnings about an (already decoded) upload, also set as the X-Input-Warning header."""
+    warning = lossy_warning(data)
+    if warning is None:
+        return []
+    headers["X-Input-Warning"] = warning
+    return [warning]
+
+
 @router.post(
     "/segment",
     summary="Segment one slice",
@@ -56,6 +65,8 @@ VOLUME_FIELD = "a NIfTI volume (.nii / .nii.gz, H x W x Z [x 1|3]) or a zip of a
             "headers": {
                 "X-Model-Version": {"schema": {"type": "string"}},
                 "X-Tumour-Pixels": {"schema": {"type": "integer"}},
+                "X-Input-Warning": {"schema": {"type": "string"},
+                                    "description": "present when the input is lossy (JPEG)"},
             },
         },
         **ERRORS,
@@ -75,6 +86,7 @@ async def segment_slice(
     version = service.require_predictor().model_version
     png = await run_in_threadpool(mask_to_png, prediction.mask)
     headers = {"X-Model-Version": version, "X-Tumour-Pixels": str(prediction.tumour_pixels)}
+    warnings = input_warnings(form["file"], headers)
     if response_format == "png":
         return Response(png, media_type="image/png", headers=headers)
     contours, truncated = await run_in_threadpool(mask_contours, prediction.mask)
@@ -87,6 +99,7 @@ async def segment_slice(
         mask_png=base64.b64encode(png).decode("ascii"),
         contours=contours,
         contours_truncated=truncated,
+        warnings=warnings,
         model_version=version,
     )
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
@@ -136,6 +149,7 @@ async def segment_volume(
         "X-Tumour-Voxels": str(prediction.tumour_voxels),
         "X-Tumour-Slices": str(tumour_slices),
     }
+    warnings = input_warnings(form["file"], headers)
     if response_format == "nifti":
         headers["Content-Disposition"] = 'attachment; filename="mask.nii.gz"'
         return Response(blob, media_type="application/gzip", headers=headers)
@@ -159,6 +173,7 @@ async def segment_volume(
             for s in prediction.slices
         ],
         mask_nifti_gz=base64.b64encode(blob).decode("ascii"),
+        warnings=warnings,
         model_version=version,
     )
     return Response(
