@@ -269,13 +269,33 @@ def find_kaggle3m(root: str | Path, max_depth: int = 3) -> Path | None:
     return None
 
 
+def _decodable(slices: Sequence[SliceRecord]) -> tuple[list[SliceRecord], list[Problem]]:
+    """The slices whose image and mask both decode, and a problem for each file that does not."""
+    kept: list[SliceRecord] = []
+    problems: list[Problem] = []
+    for record in slices:
+        bad = []
+        for path, read in ((record.image_path, read_image), (record.mask_path, read_mask)):
+            try:
+                read(path)
+            except DatasetError as exc:
+                reason = str(exc).replace(f"cannot read {path}: ", "").replace(f"{path}: ", "")
+                bad.append(Problem(path, reason))
+        problems.extend(bad)
+        if not bad:
+            kept.append(record)
+    return kept, problems
+
+
 def scan_dataset(root: str | Path, *, skip_bad: bool = False) -> list[PatientRecord]:
     """Find every patient and slice under a ``kaggle_3m`` folder, sorted by patient id.
 
     Raises one DatasetError listing every offending file (an image without its mask or the
     reverse, a mask of another size than its image, an unreadable file, an empty patient
-    folder). With ``skip_bad`` those files are skipped with a warning instead. A missing
-    folder, or one without patient folders, always raises.
+    folder). With ``skip_bad`` those files are skipped with a warning instead; then every
+    image and mask is also decoded once (a few seconds for the whole dataset), so a slice whose
+    header is fine but whose pixel data is corrupt is skipped too, not met mid-training. A
+    missing folder, or one without patient folders, always raises.
     """
     root = Path(root)
     if not root.is_dir():
@@ -292,6 +312,9 @@ def scan_dataset(root: str | Path, *, skip_bad: bool = False) -> list[PatientRec
     for folder in folders:
         slices, found_problems = _scan_patient(folder)
         problems.extend(found_problems)
+        if skip_bad:
+            slices, corrupt = _decodable(slices)
+            problems.extend(corrupt)
         if slices:
             institution = folder.name.split("_")[1]
             patients.append(PatientRecord(folder.name, institution, tuple(slices)))

@@ -284,3 +284,28 @@ def test_skip_bad_with_nothing_usable_still_raises(make_kaggle3m: SyntheticWrite
         (root / PATIENT / f"{PATIENT}_{i}_mask.tif").unlink()
     with pytest.warns(UserWarning), pytest.raises(DatasetError, match="no usable patient"):
         scan_dataset(root, skip_bad=True)
+
+
+def test_skip_bad_also_skips_corrupt_pixel_data(tmp_path: Path) -> None:
+    """A header that is fine in front of pixel data that is not: skipped, not met mid-training."""
+    root = tmp_path / "kaggle_3m"
+    folder = root / PATIENT
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in (1, 2, 3):
+        image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        write_tif(folder / f"{PATIENT}_{i}.tif", image, True)
+        write_tif(folder / f"{PATIENT}_{i}_mask.tif", np.zeros((32, 32), np.uint8), True)
+    broken = folder / f"{PATIENT}_2.tif"
+    with tifffile.TiffFile(broken) as tif:
+        offset = int(tif.pages.first.dataoffsets[0])
+    data = bytearray(broken.read_bytes())
+    data[offset : offset + 64] = b"\x00" * 64  # the deflate stream, not the header
+    broken.write_bytes(bytes(data))
+    assert [s.index for s in scan_dataset(root)[0].slices] == [1, 2, 3]  # headers look fine
+    with pytest.raises(DatasetError):
+        read_image(broken)
+    with pytest.warns(UserWarning, match=r"skipped 1 bad file\(s\)") as record:
+        patients = scan_dataset(root, skip_bad=True)
+    assert [s.index for s in patients[0].slices] == [1, 3]
+    assert f"{PATIENT}_2.tif" in str(record[0].message) and "corrupt" in str(record[0].message)
