@@ -224,7 +224,7 @@ class Predictor:
         return [self._finish(image, p) for image, p in zip(images, probs, strict=True)]
 
     def predict_slice(self, image: np.ndarray) -> SlicePrediction:
-        """Segment one 2-D slice (``H x W`` grey or ``H x W x 1/3/4``)."""
+        """Segment one 2-D slice ``H x W x 3`` (or ``x 4``, alpha dropped); see ``to_hwc3``."""
         return self.predict_batch([image])[0]
 
     def predict_volume(
