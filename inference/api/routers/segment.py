@@ -37,7 +37,7 @@ SLICE_FIELD = (
     "one 2-D slice: PNG, TIFF, JPEG or a one-slice NIfTI; 256x256x3 "
     "(pre-contrast, FLAIR, post-contrast) like kaggle_3m, or any size with those 3 channels"
 )
-VOLUME_FIELD = "a NIfTI volume (.nii / .nii.gz, H x W x Z [x 1|3]) or a zip of a patient's slices"
+VOLUME_FIELD = "a NIfTI volume (.nii / .nii.gz, H x W x Z x 3) or a zip of a patient's slices"
 
 
 def input_warnings(data: bytes, headers: dict[str, str]) -> list[str]:
