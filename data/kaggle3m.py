@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from data.masks import MaskError, binary_mask
+
 logger = logging.getLogger(__name__)
 
 PATIENT_DIR = re.compile(r"^TCGA_(?P<institution>[A-Za-z0-9]+)_(?P<patient>[A-Za-z0-9]+)_\d+$")
@@ -133,11 +135,15 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Decode a mask as uint8 ``H x W`` with values {0, 1} (the files hold 0/255)."""
+    """Decode a mask as uint8 ``H x W`` with values {0, 1} (the files hold 0/255), by the one
+    mask rule of ``data.masks``."""
     mask = decode_tiff(path)
     if mask.dtype != np.uint8 or mask.ndim != 2:
         raise DatasetError(f"{path}: expected an H x W uint8 mask, got {mask.shape} {mask.dtype}")
-    return (mask > 0).astype(np.uint8)
+    try:
+        return binary_mask(mask)
+    except MaskError as exc:
+        raise DatasetError(f"{path}: {exc}") from exc
 
 
 def tumour_pixels(patient: PatientRecord) -> np.ndarray:

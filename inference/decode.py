@@ -51,6 +51,7 @@ import tifffile
 from nibabel.volumeutils import apply_read_scaling
 from PIL import Image
 
+from data.naming import is_mask_name, is_prediction_name
 from inference.outputs import validate_nifti_geometry
 
 Kind = Literal["slice", "volume"]
@@ -543,8 +544,8 @@ def _zip_slice_entries(zf: zipfile.ZipFile, limits: DecodeLimits) -> list[zipfil
         base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
         if info.is_dir() or info.filename.startswith("__MACOSX/") or base.startswith("."):
             continue
-        if re.search(r"_mask\.[A-Za-z.]+$", base):
-            continue  # kaggle_3m layout: ground-truth masks beside the slices
+        if is_mask_name(base) or is_prediction_name(base):
+            continue  # kaggle_3m layout: ground truth (and earlier predictions) beside the slices
         entries.append(info)
     if not entries:
         raise DecodeError("the zip holds no slice images")
@@ -634,7 +635,8 @@ def decode_volume(data: bytes, limits: DecodeLimits | None = None) -> Volume:
     """Decode a volume: a NIfTI (``.nii``/``.nii.gz``) or a zip of 2-D slices.
 
     The zip's slices are ordered by natural sort of their names (``..._2.tif`` before
-    ``..._10.tif``); kaggle_3m ``*_mask.*`` files, folders and hidden files are skipped.
+    ``..._10.tif``); ``*_mask.*`` and ``*_pred.*`` files (``data.naming``), folders and hidden
+    files are skipped.
     The returned ``data`` is ``H x W x Z`` or ``H x W x Z x 3``.
     """
     limits = limits or DecodeLimits()
