@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +248,55 @@ def _definitions() -> str:
     doc = shape.__doc__ or ""
     return f"<pre style='white-space:pre-wrap;font-size:12px'>{html.escape(doc)}</pre>" + (
         f"<p class='note'>Shape features: {', '.join(SHAPE_FEATURES)}.</p>")
+
+
+# ---------------------------------------------------------------------------- reading back
+
+REPORT_FILES = ("summary.json", "features.csv", "agreement.csv", "associations.csv")
+
+
+@dataclass(frozen=True)
+class ReportFolder:
+    """A finished cohort analysis (an ``analysis.cohort`` OUT folder), read back."""
+
+    path: Path
+    summary: dict[str, Any]
+    features: pd.DataFrame
+    agreement: pd.DataFrame
+    associations: pd.DataFrame
+    figures: list[Path]
+
+    @property
+    def html(self) -> Path | None:
+        path = self.path / "report.html"
+        return path if path.is_file() else None
+
+
+def is_report(folder: Path) -> bool:
+    return folder.is_dir() and all((folder / name).is_file() for name in REPORT_FILES)
+
+
+def find_reports(root: Path) -> list[Path]:
+    """``root`` itself if it is a report folder, and its direct sub-folders that are."""
+    if not root.is_dir():
+        return []
+    found = [root] if is_report(root) else []
+    return found + sorted(d for d in root.iterdir() if not d.name.startswith(".")
+                          and is_report(d))
+
+
+def load_report(folder: Path) -> ReportFolder:
+    """Read a report folder; raises ``ValueError`` (or OSError) when its files are unreadable."""
+    summary = json.loads((folder / "summary.json").read_text())
+    if not isinstance(summary, dict):
+        raise ValueError(f"{folder / 'summary.json'} is not a JSON object")
+    figures = sorted((folder / FIGURES).glob("*.png")) if (folder / FIGURES).is_dir() else []
+    return ReportFolder(
+        path=folder,
+        summary=summary,
+        features=pd.read_csv(folder / "features.csv"),
+        agreement=pd.read_csv(folder / "agreement.csv"),
+        associations=pd.read_csv(folder / "associations.csv", keep_default_na=False,
+                                 na_values=[""]),
+        figures=figures,
+    )
