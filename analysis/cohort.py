@@ -21,6 +21,9 @@ slice files are unchanged (predictions) and the post-processing, spacing and fea
 (features), so an interrupted run continues where it stopped and a rerun with other options
 recomputes only what they change.
 
+``features.csv``'s ``model_split`` says which patients the checkpoint's own card lists as
+training, validation or test patients: on the first two its masks are optimistic.
+
 Outputs in OUT: ``features.csv`` (one row per patient), ``agreement.csv``,
 ``associations.csv``, ``summary.json``, ``figures/*.png``, ``report.html``. The figures and the
 report show patient images: keep OUT with the data, never in a code repository.
@@ -49,6 +52,7 @@ from analysis.clinical import ClinicalError, Join, join, read_clinical
 from analysis.shape import FEATURES, largest_slice, shape_features
 from analysis.stats import AGREEMENT_COLUMNS, agreement, associations
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
+from data.split import PARTS, Split
 from inference.metrics import dice
 from inference.postprocessing import keep_largest_component
 from inference.predictor import Predictor
@@ -79,6 +83,15 @@ class Options:
         spacing = None if self.spacing_mm is None else list(self.spacing_mm)
         return {"largest_component": self.largest_component, "spacing_mm": spacing,
                 "features_version": FEATURES_VERSION}
+
+
+def model_splits(card: dict[str, Any]) -> dict[str, str]:
+    """Patient id -> the part of the model's own split (train/val/test) it was in, if any."""
+    try:
+        split = Split.from_dict(card["split"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {pid: part for part in PARTS for pid in split.part(part)}
 
 
 def feature_columns(with_ml: bool) -> list[str]:
@@ -299,10 +312,12 @@ def write_outputs(
 ) -> dict[str, Any]:
     """features.csv, agreement.csv, associations.csv, summary.json, figures and report.html."""
     out: Path = args.out
-    columns = ["patient", "subject", "slices", *feature_columns(options.spacing_mm is not None),
-               "dice"]
-    features = pd.DataFrame([r["row"] for r in records], columns=columns)
-    for column in columns[2:]:
+    columns = ["patient", "subject", "slices", "model_split",
+               *feature_columns(options.spacing_mm is not None), "dice"]
+    splits = model_splits(predictor.card)
+    features = pd.DataFrame([{**r["row"], "model_split": splits.get(r["patient"], "")}
+                             for r in records], columns=columns)
+    for column in columns[4:]:
         features[column] = pd.to_numeric(features[column], errors="coerce")
     features.to_csv(out / "features.csv", index=False)
     names = [n for n in ("voxels", "ml", *FEATURES[1:]) if f"pred_{n}" in features.columns]
@@ -325,6 +340,10 @@ def write_outputs(
         "largest_component": options.largest_component,
         "spacing_mm": None if options.spacing_mm is None else list(options.spacing_mm),
         "median_dice": float(features["dice"].median()),
+        "seen_by_model": {part: int((features["model_split"] == part).sum())
+                          for part in ("train", "val")},
+        "median_dice_unseen": float(features.loc[features["model_split"].isin(["", "test"]),
+                                                 "dice"].median()),
         "mean_dice": float(features["dice"].mean()),
         "without_clinical_row": joined.without_row,
         "clinical_rows_without_folder": joined.without_folder,

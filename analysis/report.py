@@ -196,6 +196,7 @@ def write_report(
         f"</code>; model <code>{html.escape(str(summary['model']))}</code>; post-processing: "
         f"{'largest 3-D component' if summary['largest_component'] else 'none'}; "
         f"median Dice {summary['median_dice']:.3f} (mean {summary['mean_dice']:.3f}).</p>",
+        _seen_paragraph(summary),
         _missing_paragraph(summary, missing),
         "<h2>Automatic vs expert features</h2>",
         "<p class='note'>Spearman's rho; ICC(2,1): two-way random, absolute agreement, single "
@@ -226,6 +227,16 @@ def write_report(
     path = out / "report.html"
     atomic_write_bytes(path, "\n".join(parts).encode())
     return path
+
+
+def _seen_paragraph(summary: Mapping[str, Any]) -> str:
+    seen = summary.get("seen_by_model") or {}
+    if not sum(seen.values()):
+        return ""
+    return (f"<p><b>{seen.get('train', 0)} training and {seen.get('val', 0)} validation "
+            "patients of this model are in the cohort</b> (column model_split): its masks on "
+            "them are optimistic. Median Dice on the other patients: "
+            f"{summary.get('median_dice_unseen', float('nan')):.3f}.</p>")
 
 
 def _missing_paragraph(summary: Mapping[str, Any], missing: pd.Series) -> str:

@@ -42,8 +42,9 @@ def test_features_have_one_row_per_patient_and_the_issue_columns(
         finished: Path, cohort_dir: Path) -> None:
     features = pd.read_csv(finished / "features.csv")
     assert len(features) == 8
-    assert list(features.columns[:5]) == ["patient", "subject", "slices", "truth_voxels",
-                                          "pred_voxels"]
+    assert list(features.columns[:6]) == ["patient", "subject", "slices", "model_split",
+                                          "truth_voxels", "pred_voxels"]
+    assert features["model_split"].isna().all()  # the tiny model's card has no split
     for name in FEATURES:
         assert {f"truth_{name}", f"pred_{name}"} <= set(features.columns)
     assert features.columns[-1] == "dice"
@@ -155,3 +156,11 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert action.help, action.option_strings
         for option in action.option_strings:
             assert option in text
+
+
+def test_model_split_comes_from_the_card() -> None:
+    card = {"split": {"seed": 0, "fractions": [0.7, 0.15, 0.15], "train": ["A"], "val": ["B"],
+                      "test": ["C"]}}
+    assert cohort.model_splits(card) == {"A": "train", "B": "val", "C": "test"}
+    assert cohort.model_splits({}) == {}
+    assert cohort.model_splits({"split": {"train": "A"}}) == {}
