@@ -5,19 +5,20 @@ M. A. Mazurowski, "Association of genomic subtypes of lower-grade gliomas with s
 automatically extracted by a deep learning algorithm", Comput. Biol. Med. 109, 2019,
 arXiv:1906.03720), defined in K. Czarnek et al., "Algorithmic three-dimensional analysis of
 tumor shape in MRI improves prognosis of survival in glioblastoma: a multi-institutional
-study", J. Neurooncol. 132, 2017. The papers describe the features in words; what is
-implemented here, exactly:
+study", J. Neurooncol. 132, 2017. The papers describe the features in words and leave choices
+open (the enclosing-ellipsoid algorithm, the number of angular bins, the smoothing window);
+this module follows those descriptions, and states each choice made. What is implemented,
+exactly:
 
 ``bevr`` (bounding ellipsoid volume ratio, 3-D)
-    tumour volume / volume of the **minimum-volume enclosing ellipsoid** (MVEE: Khachiyan's
-    algorithm with Todd-Yildirim away steps, relative tolerance 1e-5, then scaled just enough
-    to enclose every point)
-    of the tumour voxel centres (all tumour voxels of the volume, every component; the
-    ellipsoid of their convex-hull vertices, which is the same ellipsoid). The tumour
-    volume is the voxel count, in the same voxel units. An ellipsoid gives ~1, irregular or
-    elongated-but-bent shapes less. The ratio is invariant under any affine map, so the voxel
-    spacing (unknown for kaggle_3m) does not change it. NaN when the voxels are flat (all in
-    one slice, or on one plane): no 3-D ellipsoid exists.
+    tumour volume / volume of the **minimum-volume enclosing ellipsoid** (MVEE) of the tumour
+    voxel centres: all tumour voxels of the volume, every component; the MVEE is computed on
+    their convex-hull vertices (same ellipsoid) by Khachiyan's algorithm with Todd-Yildirim
+    away steps to a relative tolerance of 1e-5, then scaled just enough to enclose every point.
+    The tumour volume is the voxel count, in the same voxel units. An ellipsoid gives ~1;
+    irregular, bent or multi-focal tumours less. The ratio is invariant under any affine map,
+    so the voxel spacing (unknown for kaggle_3m) does not change it. NaN when the voxels are
+    flat (all in one slice, or on one plane): no 3-D ellipsoid exists.
 
 The 2-D features use the **largest slice** (the slice with most tumour pixels; the first on a
 tie) and on it the **largest 8-connected tumour region**, holes filled. Its outer contour is
