@@ -45,7 +45,7 @@ def bland_altman(features: pd.DataFrame, names: Sequence[str]) -> bytes:
     """One Bland-Altman panel per feature: mean of the two values vs predicted - expert."""
     cols = 4
     rows = math.ceil(len(names) / cols)
-    figure = Figure(figsize=(4 * cols, 3.3 * rows))
+    figure = Figure(figsize=(4 * cols, 3.3 * rows), layout="constrained")
     for i, name in enumerate(names):
         ax = figure.add_subplot(rows, cols, i + 1)
         pred, truth = features[f"pred_{name}"], features[f"truth_{name}"]
@@ -67,7 +67,7 @@ def bland_altman(features: pd.DataFrame, names: Sequence[str]) -> bytes:
 def box_plot(features: pd.DataFrame, variables: pd.DataFrame, pair: Mapping[str, Any]) -> bytes:
     """The feature across the variable's categories, from predicted and from expert masks."""
     name, variable = str(pair["feature"]), str(pair["variable"])
-    figure = Figure(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.4), layout="constrained")
     groups = variables[variable].reindex(features.index)
     for i, source in enumerate(("pred", "truth")):
         ax = figure.add_subplot(1, 2, i + 1)
