@@ -16,6 +16,7 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
 WORKDIR /srv/lggseg
 # Exactly the install of the README/Makefile (pip + constraints.txt), without the test extras.
 COPY pyproject.toml constraints.txt README.md ./
+COPY analysis ./analysis
 COPY app ./app
 COPY data ./data
 COPY inference ./inference

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
 from inference.metrics import METRICS, summarize, volume_metrics
+from inference.postprocessing import keep_largest_component
 from inference.predictor import Predictor
 from models.checkpoint import CheckpointError, atomic_write_json
 from training.runtime import cpu_model, resolve_device
@@ -213,17 +213,6 @@ def _load_split(card: dict[str, Any], split_file: Path | None) -> Split:
         raise ValueError("the checkpoint card has no split; pass --split-file RUN_DIR/split.json "
                          "or --split folder")
     return Split.from_dict(card["split"])
-
-
-def keep_largest_component(volume: np.ndarray) -> np.ndarray:
-    """Keep the largest 3-D connected component (26-connectivity) of a binary volume."""
-    from monai.transforms import KeepLargestConnectedComponent
-
-    if not volume.any():
-        return volume
-    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=3)
-    result = keep(torch.as_tensor(volume[None].astype(np.uint8)))
-    return np.asarray(result[0], dtype=np.uint8)
 
 
 def _summary(
