@@ -39,7 +39,7 @@ from tqdm import tqdm
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
 from inference.metrics import METRICS, summarize, volume_metrics
-from inference.postprocessing import keep_largest_component
+from inference.postprocessing import PostProcessing
 from inference.predictor import Predictor
 from models.checkpoint import CheckpointError, atomic_write_json
 from training.runtime import cpu_model, resolve_device
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="patient split (default: the split stored in the checkpoint card)")
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest 3-D connected component of each prediction")
+    parser.add_argument("--min-component-voxels", type=int, default=0, metavar="N",
+                        help="drop 3-D connected components under N voxels (default 0: keep all)")
+    parser.add_argument("--core-probability", type=float, default=None, metavar="P",
+                        help="drop 3-D components with no voxel of probability >= P")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold for tumour (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
@@ -103,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             split_name=args.split,
             split_file=args.split_file,
-            largest_component=args.largest_component,
+            postprocessing=PostProcessing(args.largest_component, args.min_component_voxels,
+                                          args.core_probability),
             threshold=args.threshold,
             batch_size=args.batch_size,
             device=args.device,
@@ -128,7 +133,7 @@ def evaluate(
     *,
     split_name: str = "test",
     split_file: Path | None = None,
-    largest_component: bool = False,
+    postprocessing: PostProcessing | None = None,
     threshold: float = 0.5,
     batch_size: int = 16,
     device: str = "auto",
@@ -137,6 +142,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on some patients through the Predictor; writes OUT/, returns the
     summary."""
+    post = postprocessing or PostProcessing()
     predictor = Predictor.from_checkpoint(
         checkpoint, resolve_device(device), precision=precision,  # type: ignore[arg-type]
         tta=tta, threshold=threshold, batch_size=batch_size,
@@ -152,9 +158,9 @@ def evaluate(
         images = [read_image(s.image_path) for s in patient.slices]
         truth = np.stack([read_mask(s.mask_path) for s in patient.slices])
         # The Predictor answers H x W x Z; the metrics take the slice axis first.
-        prediction = np.moveaxis(predictor.predict_volume(images).masks, 2, 0)
-        if largest_component:
-            prediction = keep_largest_component(prediction)
+        volume = predictor.predict_volume(images)
+        prediction = post.apply(np.moveaxis(volume.masks, 2, 0),
+                                np.moveaxis(volume.probabilities, 2, 0))
         rows.append({
             "patient_id": patient.patient_id,
             "slices": len(patient.slices),
@@ -163,7 +169,7 @@ def evaluate(
             **volume_metrics(prediction, truth),
         })
 
-    summary = _summary(rows, checkpoint, split_name, largest_component, predictor)
+    summary = _summary(rows, checkpoint, split_name, post, predictor)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "per_patient.csv", rows)
     atomic_write_json(out / "summary.json", summary)
@@ -219,7 +225,7 @@ def _summary(
     rows: list[dict[str, Any]],
     checkpoint: Path,
     split_name: str,
-    largest_component: bool,
+    post: PostProcessing,
     predictor: Predictor,
 ) -> dict[str, Any]:
     stats = summarize(rows)
@@ -234,7 +240,8 @@ def _summary(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": predictor.card.get("weights_sha256"),
         "model": predictor.model_version,
-        "largest_component": largest_component,
+        "largest_component": post.largest_component,
+        "postprocessing": post.describe(),
         "threshold": predictor.threshold,
         "tta": predictor.tta,
         "device": str(predictor.device),

@@ -16,10 +16,11 @@ import torch
 from data.preprocessing import PreprocessingConfig
 from data.split import Split
 from inference.metrics import dice_from_counts, summarize, volume_metrics
+from inference.postprocessing import keep_largest_component
 from models.checkpoint import save_checkpoint
 from models.network import ModelConfig, build_model
 from training.engine import ValidationResult
-from training.evaluate import evaluate, keep_largest_component
+from training.evaluate import evaluate
 from training.evaluate import main as evaluate_main
 from training.schedule import warmup_cosine
 
