@@ -48,8 +48,10 @@ def build_optimizer(name: str, params: ParamsT, **options: Any) -> Optimizer:
     cls, transform, defaults = _REGISTRY[key]
     options = {**defaults, **options}
     own = inspect.signature(transform).parameters if transform else {}
-    transform_options = {k: options.pop(k) for k in list(options) if k in own}
-    param_list: list[Any] = list(params)
+    transform_options = {
+        k: options.pop(k) for k in list(options) if k in own and own[k].kind is own[k].KEYWORD_ONLY
+    }
+    param_list = _listed(params)
     if (issubclass(cls, Adam) and not options.keys() & {"fused", "foreach", "differentiable"}
             and _fused_kernel_applies(param_list)):
         options["fused"] = True
@@ -60,10 +62,20 @@ def build_optimizer(name: str, params: ParamsT, **options: Any) -> Optimizer:
     return transform(optimizer, **transform_options) if transform else optimizer
 
 
+def _listed(params: ParamsT) -> list[Any]:
+    """``params`` as a list, each param group's own ``params`` as a list too (read twice)."""
+    out: list[Any] = []
+    for p in params:
+        if isinstance(p, dict):
+            group = p["params"]
+            p = {**p, "params": [group] if isinstance(group, Tensor) else list(group)}
+        out.append(p)
+    return out
+
+
 def _fused_kernel_applies(params: list[Any]) -> bool:
     """Every parameter a floating-point tensor on CPU or CUDA (torch's fused Adam's devices)."""
-    groups = [p["params"] if isinstance(p, dict) else [p] for p in params]
-    tensors = [t for g in groups for t in ([g] if isinstance(g, Tensor) else g)]
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
     return all(
         isinstance(t, Tensor) and t.is_floating_point() and t.device.type in ("cpu", "cuda")
         for t in tensors

@@ -560,6 +560,10 @@ def test_registry_picks_torchs_fused_adam_unless_told_otherwise() -> None:
     assert not group("znorm-adam", params, fused=False)["fused"]
     assert not group("znorm-adam", [torch.zeros(2, 2, dtype=torch.complex64)])["fused"]
     assert not group("znorm-sgd", params)["fused"]  # SGD: torch's default
+    model = _model()  # param groups given as generators are read once by the check, once by torch
+    opt = build_optimizer("znorm-adam", [{"params": model[0].parameters()},
+                                         {"params": model[4].parameters(), "lr": 0.1}])
+    assert opt.param_groups[0]["fused"] and len(opt.param_groups[1]["params"]) == 2
 
 
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
