@@ -2,8 +2,8 @@
 
     g_hat = (g - mean(g)) / (std(g) + eps)
 
-The maths lives here as pure functions on lists of tensors; the optimizers in
-``models.optimizers.transformed`` call them between ``backward()`` and the update.
+The maths lives here as pure functions on lists of tensors; ``models.optimizers.transformed``
+calls ``znorm_`` from a step pre-hook, between ``backward()`` and the optimizer's update.
 
 Two implementations, tested equal:
 - ``znorm_reference_``: the definition, a loop with float64 statistics. Slow, obviously right.
@@ -56,7 +56,8 @@ class ZNormOptions:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.eps, int | float) and self.eps >= 0.0):
+        if not (isinstance(self.eps, int | float) and not isinstance(self.eps, bool)
+                and self.eps >= 0.0):
             raise ValueError(f"ZNorm eps must be a number >= 0, got {self.eps!r}")
         for name in ("per_channel", "include_1d", "unbiased"):
             if not isinstance(getattr(self, name), bool):
