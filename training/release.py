@@ -74,10 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training run folder: releases RUN_DIR/best.safetensors")
     source.add_argument("--checkpoint", type=Path, metavar="CKPT",
                         help="any checkpoint whose card holds its patient split")
+    source.add_argument("--rescore", type=Path, metavar="RELEASED",
+                        help="only re-score an already released file with the Predictor's "
+                             "default settings and rewrite its card's metrics")
     parser.add_argument("--data-dir", type=Path, required=True, help="kaggle_3m folder")
     parser.add_argument("--out", type=Path, default=BUNDLED_CHECKPOINT,
                         help=f"where to write the weights (default: {BUNDLED_CHECKPOINT.name})")
-    parser.add_argument("--version", required=True, help="release version for the card")
+    parser.add_argument("--version", help="release version for the card (required to release)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                         help="parameters' precision on disk (default bfloat16, half the size; "
                              "buffers always float32)")
@@ -122,6 +125,19 @@ def scored_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         scored_with={k: first[k] for k in ("model", "precision", "tta", "threshold", "cpu")},
     )
     return metrics
+
+
+def rescore(weights: Path, data_dir: Path, reports: Path, device: str = "auto") -> dict[str, Any]:
+    """Score a released file on its card's validation and test patients through the Predictor
+    with its default settings (what the API, the viewer and the CLI run on this machine), and
+    make those its card's ``metrics``; the weights are not touched."""
+    summaries = {part: evaluate(weights, data_dir, reports / f"eval-{part}", split_name=part,
+                                device=device)
+                 for part in SCORED_PARTS}
+    card = load_card(weights)
+    card["metrics"] = scored_metrics(summaries)
+    atomic_write_json(card_path(weights), card)
+    return dict(card["metrics"])
 
 
 def calibration_batches(
@@ -186,6 +202,11 @@ def repair(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.rescore is not None:
+        return _rescore_only(args)
+    if not args.version:
+        print("error: --version is required to release", file=sys.stderr)
+        return 2
     source = args.checkpoint or args.run / "best.safetensors"
     reports = args.reports or Path("runs") / f"release-{args.version}"
     try:
@@ -205,20 +226,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_card = release_card({**card, "repairs": repairs} if repairs else card, args.version,
                                 args.note)
         save_checkpoint(args.out, model, new_card, dtype=getattr(torch, args.dtype))
-        summaries = {part: evaluate(args.out, args.data_dir, reports / f"eval-{part}",
-                                    split_name=part, device=args.device)
-                     for part in SCORED_PARTS}
+        scores = rescore(args.out, args.data_dir, reports, args.device)
     except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    written = load_card(args.out)
-    written["metrics"] = scored_metrics(summaries)
-    atomic_write_json(card_path(args.out), written)
-    scores, sha = written["metrics"], written["weights_sha256"][:12]
+    sha = load_card(args.out)["weights_sha256"][:12]
     print(f"released {args.out} (parameters {args.dtype}, sha256 {sha}); scored through the "
           f"Predictor: test mean patient Dice {scores['test_mean_patient_dice']:.4f} over "
           f"{scores['test_patients']} patients, val {scores['val_mean_patient_dice']:.4f}; "
           f"reports in {reports}")
+    return 0
+
+
+def _rescore_only(args: argparse.Namespace) -> int:
+    reports = args.reports or Path("runs") / f"rescore-{args.rescore.stem}"
+    try:
+        scores = rescore(args.rescore, args.data_dir, reports, args.device)
+    except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    used = scores["scored_with"]
+    print(f"re-scored {args.rescore} ({used['precision']}): test "
+          f"mean patient Dice {scores['test_mean_patient_dice']:.4f}, val "
+          f"{scores['val_mean_patient_dice']:.4f}; card updated, reports in {reports}")
     return 0
 
 
