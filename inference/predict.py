@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.kaggle3m import PATIENT_DIR, SLICE_FILE, DatasetError, read_image, read_mask
-from data.masks import MaskError, binary_mask
+from data.masks import MaskError, binary_mask, binary_volume
 from data.naming import is_prediction_name, pair_by_name, prediction_name, stem
 from data.preprocessing import check_channels
 from inference.decode import (
@@ -47,6 +47,7 @@ from inference.decode import (
     decode_slice,
     lossy_warning,
     sniff,
+    voxel_volume_mm3,
 )
 from inference.metrics import dice
 from inference.outputs import mask_to_nifti, mask_to_png, nifti_to_gz_bytes
@@ -226,9 +227,6 @@ class Writer:
         self._used.add(path)
         return path
 
-    def write(self, relative: str, data: bytes) -> None:
-        atomic_write_bytes(self.target(relative), data)
-
     def row(
         self,
         source: Path,
@@ -340,7 +338,7 @@ def run_nifti(
     depth = volume.data.shape[2]
     truth = None
     if job.mask is not None:
-        truth = (np.asarray(decode_nifti(job.mask.read_bytes()).data) != 0).astype(np.uint8)
+        truth = binary_volume(decode_nifti(job.mask.read_bytes()).data)
         if truth.shape != volume.data.shape[:3]:
             raise MaskError(f"{job.mask.name} has shape {truth.shape} but its volume "
                             f"{volume.data.shape[:3]}")
@@ -359,10 +357,11 @@ def run_nifti(
     for k, pred in enumerate(preds):
         writer.row(job.path, k + 1, pred, pixel_mm2=pixel_mm2,
                    truth=None if truth is None else truth[:, :, k])
-    voxel_ml = float(np.prod(volume.zooms)) / 1000.0
+    voxel_mm3, _ = voxel_volume_mm3(volume)  # None (voxels only) for an unusable spacing
     writer.cases.append(CaseSummary(
         job.path.name, [p.mask for p in preds],
-        None if truth is None else [truth[:, :, k] for k in range(depth)], voxel_ml,
+        None if truth is None else [truth[:, :, k] for k in range(depth)],
+        None if voxel_mm3 is None else voxel_mm3 / 1000.0,
     ))
 
 

@@ -250,3 +250,25 @@ def test_jpeg_is_segmented_with_a_warning(
                  "--out", str(out), "--quiet"]) == 0  # fmt: skip
     assert (out / "s_pred.png").is_file()
     assert "JPEG is lossy" in capsys.readouterr().err
+
+
+def test_nifti_truth_follows_the_mask_rule_and_absurd_spacing_gives_no_ml(
+    tmp_path: Path, spread_checkpoint: Path
+) -> None:
+    volume = np.stack([brain_like(30, 30, s) for s in range(3)], axis=2)
+    absurd = np.diag([1e30, 1e30, 1e30, 1.0])  # a header no scanner writes: voxels only
+    (tmp_path / "v.nii.gz").write_bytes(nifti_bytes(volume, absurd, compress=True))
+    truth = np.zeros((30, 30, 3), np.uint8)
+    truth[10:20, 10:20, 1] = 255
+    (tmp_path / "v_mask.nii.gz").write_bytes(nifti_bytes(truth, absurd, compress=True))
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "v.nii.gz"), "--checkpoint", str(spread_checkpoint),
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    row = read_summary(out)["v.nii.gz"]
+    assert row["tumour_volume_ml"] == "" and int(row["true_voxels"]) == 100
+    assert 0.0 <= float(row["dice"]) <= 1.0
+    three = truth.copy()
+    three[0, 0, 0] = 7  # a third value: not a mask
+    (tmp_path / "v_mask.nii.gz").write_bytes(nifti_bytes(three, absurd, compress=True))
+    assert main([str(tmp_path / "v.nii.gz"), "--checkpoint", str(spread_checkpoint),
+                 "--out", str(out), "--quiet", "--overwrite"]) == 1  # fmt: skip
