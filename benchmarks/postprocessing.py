@@ -4,7 +4,8 @@
         [--checkpoint CKPT] [--split val] [--min-voxels 100,500,2000] [--cores 0.9,0.99]
 
 Runs the Predictor once per patient without and once with flip TTA, keeps the probabilities,
-then applies every post-processing rule of ``inference.postprocessing`` to the same predictions
+then applies every ``inference.postprocessing.PostProcessing`` combination (the ones
+``training.evaluate`` takes as flags) to the same predictions
 and prints per-patient volumetric Dice (mean, median, worst) for each combination. Patients come
 from the checkpoint card's split, so choosing on ``val`` leaves ``test`` untouched.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,31 +25,19 @@ sys.path.insert(0, str(ROOT))
 from data.kaggle3m import read_image, read_mask, scan_dataset  # noqa: E402
 from data.split import Split  # noqa: E402
 from inference.metrics import dice  # noqa: E402
-from inference.postprocessing import (  # noqa: E402
-    drop_small_components,
-    keep_confident_components,
-    keep_largest_component,
-)
+from inference.postprocessing import PostProcessing  # noqa: E402
 from inference.predictor import Predictor  # noqa: E402
 from models import BUNDLED_CHECKPOINT  # noqa: E402
 from models.precision import cpu_supports_bf16  # noqa: E402
 
-Rule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-
-def rules(min_voxels: list[int], cores: list[float]) -> dict[str, Rule]:
-    table: dict[str, Rule] = {
-        "none": lambda m, p: m,
-        "largest component": lambda m, p: keep_largest_component(m),
-    }
-    for n in min_voxels:
-        table[f"drop < {n} voxels"] = lambda m, p, n=n: drop_small_components(m, n)
+def rules(min_voxels: list[int], cores: list[float]) -> list[PostProcessing]:
+    """Every combination to try, each one ``training.evaluate`` can apply by its flags."""
+    table = [PostProcessing(), PostProcessing(largest_component=True)]
+    table += [PostProcessing(min_component_voxels=n) for n in min_voxels]
     for c in cores:
-        table[f"core >= {c}"] = lambda m, p, c=c: keep_confident_components(m, p, c)
-        for n in min_voxels:
-            table[f"drop < {n} voxels, core >= {c}"] = (
-                lambda m, p, n=n, c=c: keep_confident_components(drop_small_components(m, n), p, c)
-            )
+        table.append(PostProcessing(core_probability=c))
+        table += [PostProcessing(min_component_voxels=n, core_probability=c) for n in min_voxels]
     return table
 
 
@@ -83,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             volume = predictor.predict_volume(images)
             masks = np.moveaxis(volume.masks, 2, 0)
             probabilities = np.moveaxis(volume.probabilities, 2, 0)
-            for name, rule in table.items():
-                scores.setdefault((label, name), []).append(dice(rule(masks, probabilities),
-                                                                 truth))
+            for rule in table:
+                scores.setdefault((label, rule.describe()), []).append(
+                    dice(rule.apply(masks, probabilities), truth))
         print(f"  {patient.patient_id}: {time.perf_counter() - started:.0f} s", flush=True)
 
     print(f"\n{args.split} patients (n = {len(patients)}), volumetric Dice per patient\n")

@@ -26,6 +26,9 @@ from training.runtime import Runtime, hardware, library_versions
 logger = logging.getLogger(__name__)
 
 RESUME_FORMAT = "lggseg-resume/1"
+# What the loop records in every epoch's card (validation at the model's resolution, training
+# precision); a release keeps these apart from the scores of the released file.
+IN_TRAINING_METRICS = ("train_loss", "val_loss", "val_mean_patient_dice", "val_median_patient_dice")
 DATA_SOURCE = (
     "LGG MRI segmentation (kaggle_3m; Buda, Saha, Mazurowski 2019): FLAIR-abnormality masks of "
     "TCGA-LGG patients from The Cancer Imaging Archive, used under its data usage policy"

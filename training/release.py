@@ -49,7 +49,7 @@ from models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from training.checkpointing import DATA_SOURCE
+from training.checkpointing import DATA_SOURCE, IN_TRAINING_METRICS
 from training.evaluate import evaluate
 
 logger = logging.getLogger("training.release")
@@ -63,7 +63,6 @@ CITATION = [
     "without Architectural Modification, arXiv:2408.01215",
 ]
 SCORED_PARTS = ("val", "test")
-IN_TRAINING_METRICS = ("train_loss", "val_loss", "val_mean_patient_dice", "val_median_patient_dice")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +98,7 @@ def release_card(card: dict[str, Any], version: str, note: str | None) -> dict[s
     keys = ("model", "preprocessing", "config", "split", "epoch", "step", "versions",
             "hardware", "wall_time_s", "input", "output", "schedule", "repairs")
     out = {k: card[k] for k in keys if k in card}
-    # The loop's own figures (validation at the model's resolution, training precision): kept
-    # apart from ``metrics``, which only ever holds scores of the released file.
+    # The loop's own figures: kept apart from ``metrics``, which only holds the released file's.
     training = {k: v for k, v in card.get("metrics", {}).items() if k in IN_TRAINING_METRICS}
     out.update(name="lgg-resnet50-unet-znorm", version=version, data_source=DATA_SOURCE,
                citation=CITATION, intended_use=INTENDED_USE, metrics={}, training_metrics=training)

@@ -333,8 +333,7 @@ def train(
 
 
 def _card_metrics(row: dict[str, Any]) -> dict[str, float]:
-    keys = ("train_loss", "val_loss", "val_mean_patient_dice", "val_median_patient_dice")
-    return {k: float(row[k]) for k in keys if k in row}
+    return {k: float(row[k]) for k in ckpt.IN_TRAINING_METRICS if k in row}
 
 
 def _fmt(value: float | None) -> str:
