@@ -21,7 +21,7 @@ import numpy as np
 from app import backend
 from data import naming
 from data.masks import MaskError, binary_mask, binary_volume
-from data.preprocessing import ChannelError, to_hwc3
+from data.preprocessing import ChannelError, check_channels
 from inference import decode
 
 MAX_NAME_CHARS = 80
@@ -133,11 +133,6 @@ def as_truth_mask(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     return binary
 
 
-def check_sequences(image: np.ndarray) -> None:
-    """``ChannelError`` naming the three sequences when ``image`` (a slice) lacks them."""
-    to_hwc3(image)
-
-
 def read_slices(
     images: Sequence[Upload], masks: Sequence[Upload] = ()
 ) -> tuple[list[SliceInput], list[UploadProblem]]:
@@ -158,7 +153,7 @@ def read_slices(
         shown = display_name(name)
         try:
             image = backend.decode_slice(data)
-            check_sequences(image)
+            check_channels(image)
         except (backend.BadUpload, ChannelError) as exc:
             problems.append(UploadProblem(shown, str(exc)))
             continue
@@ -202,7 +197,7 @@ def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
     name = display_name(volume[0])
     decoded = backend.decode_volume(volume[1])
     try:
-        check_sequences(decoded.data[:, :, 0])
+        check_channels(decoded.data[:, :, 0])
     except ChannelError as exc:
         raise backend.BadUpload(str(exc)) from exc
     truth = None

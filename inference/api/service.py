@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from data.preprocessing import to_hwc3
+from data.preprocessing import check_channels
 from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
 from inference.api.metrics import ServiceMetrics
@@ -130,7 +130,7 @@ class ModelService:
     async def segment(self, image: np.ndarray) -> SlicePrediction:
         """One slice through the shared micro-batches (Overloaded / BatchTimeout on trouble)."""
         batcher = self._batcher()
-        require_three_channels(image)
+        check_channels(image)  # a 422 now, before the slice joins a batch shared with others
         self.metrics.queue_depth.set(batcher.pending)
         try:
             (prediction,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
@@ -145,7 +145,7 @@ class ModelService:
         """
         batcher = self._batcher()
         if slices:
-            require_three_channels(slices[0])
+            check_channels(slices[0])
         if self._volumes.locked():
             raise Overloaded("another volume is being segmented")
         async with self._volumes, asyncio.timeout(self.settings.volume_timeout_s):
@@ -165,12 +165,6 @@ def _file_names_only(text: str, checkpoint: Path) -> str:
         if str(folder) not in ("", "."):
             text = text.replace(f"{folder}{os.sep}", "")
     return text
-
-
-def require_three_channels(image: np.ndarray) -> None:
-    """ChannelError (422) for a 1- or 2-channel slice, decided by the shared preprocessing's
-    own rule on one pixel, before the slice joins a batch shared with other requests."""
-    to_hwc3(np.asarray(image)[:1, :1])
 
 
 def configure_threads(settings: ServeSettings) -> int:
