@@ -154,13 +154,8 @@ def test_mask_of_another_size_is_an_error_and_the_slice_is_still_shown(viewer: A
 def test_dataset_mode_starts_at_the_largest_tumour_slice(
     monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, lgg_dir: Path
 ) -> None:
-    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.setenv("LGGSEG_DATA_DIR", str(lgg_dir))
-    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
-    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
-    at.run()
-    at.radio(key="mode").set_value("Browse a dataset folder").run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    at = _dataset_page(monkeypatch, tiny_checkpoint, lgg_dir)
+    assert not at.error, [e.value for e in at.error]
 
     patients = kaggle3m.scan_dataset(lgg_dir)
     patient = next(p for p in patients if p.patient_id == at.selectbox(key="patient").value)
