@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.checkpoint import trained_on_val
+
 SPLIT_PARTS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
@@ -47,13 +49,19 @@ def summary(card: dict[str, Any]) -> list[str]:
         counts = [f"{len(split[p])} {SPLIT_NAMES[p]}" for p in SPLIT_PARTS
                   if isinstance(split.get(p), list)]
         if counts:
-            lines.append(f"- **Split (by patient):** {', '.join(counts)} patients")
+            fit = (" (final fit: trained on the training and validation patients)"
+                   if trained_on_val(card) else "")
+            lines.append(f"- **Split (by patient):** {', '.join(counts)} patients{fit}")
     metrics = card.get("metrics")
     if isinstance(metrics, dict):
         numbers = {k: v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if numbers:
-            lines.append("- **Metrics recorded in training:** "
+            source = ("of this file, scored through the Predictor" if "scored_with" in metrics
+                      else "recorded in training")
+            in_sample = (" (validation figures are in-sample)" if metrics.get("val_in_sample")
+                         else "")
+            lines.append(f"- **Metrics {source}{in_sample}:** "
                          + ", ".join(f"{k.replace('_', ' ')} {_number(v)}"
                                      for k, v in numbers.items()))
     if card.get("intended_use"):

@@ -109,6 +109,13 @@ def load_card(weights_path: str | Path) -> dict[str, Any]:
     return card
 
 
+def trained_on_val(card: dict[str, Any]) -> bool:
+    """Whether the card's model was trained on its split's validation patients too (a final fit,
+    ``data.train_on_val``): its validation figures are then in-sample."""
+    data = card.get("config", {}).get("data", {})
+    return bool(data.get("train_on_val", False)) if isinstance(data, dict) else False
+
+
 def read_checkpoint(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The verified tensors and card of a checkpoint, without building the model.
 

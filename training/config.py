@@ -55,6 +55,10 @@ class DataConfig(_Section):
     augmentation: Literal["none", "light", "default", "strong"] = "default"
     patch_size: int | None = Field(None, ge=32, multiple_of=32)
     patch_foreground: float = Field(0.67, ge=0.0, le=1.0)
+    train_on_val: bool = False
+    """Final fit: train on the train and validation patients with a recipe already fixed on
+    validation. Validation figures are then in-sample (the loop still prints them as a curve);
+    the test patients stay held out, and ``training.release --run`` takes the last epoch."""
 
     @field_validator("split_fractions")
     @classmethod
@@ -150,6 +154,11 @@ class TrainConfig(BaseSettings):
             raise ValueError(
                 f"model.in_channels={self.model.in_channels} but preprocessing gives "
                 f"{len(self.preprocessing.channels)} channels"
+            )
+        if self.data.train_on_val and self.training.early_stopping_patience:
+            raise ValueError(
+                "data.train_on_val trains on the validation patients, so their Dice cannot "
+                "stop the run: set training.early_stopping_patience to 0"
             )
         return self
 

@@ -115,11 +115,14 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 def build_data(
     cfg: TrainConfig, split: Split, patients: Sequence[PatientRecord], runtime: Runtime
 ) -> DataBundle:
-    train_patients = split.select(patients, "train")
     val_patients = split.select(patients, "val")
+    train_patients = split.select(patients, "train")
+    if cfg.data.train_on_val:
+        train_patients = [*train_patients, *val_patients]
     cache = None
     if cfg.data.cache:
-        cache = SliceCache([*train_patients, *val_patients], progress=runtime.is_main)
+        cache = SliceCache(train_patients if cfg.data.train_on_val
+                           else [*train_patients, *val_patients], progress=runtime.is_main)
     augment = None
     if cfg.data.augmentation != "none":
         augment = build_augmentation(

@@ -48,6 +48,7 @@ from models.checkpoint import (
     nonfinite_tensors,
     read_checkpoint,
     save_checkpoint,
+    trained_on_val,
 )
 from training.checkpointing import DATA_SOURCE, IN_TRAINING_METRICS
 from training.evaluate import evaluate
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, metavar="RUN_DIR",
-                        help="training run folder: releases RUN_DIR/best.safetensors")
+                        help="training run folder: releases RUN_DIR/best.safetensors, or "
+                             "last.safetensors after a final fit (data.train_on_val)")
     source.add_argument("--checkpoint", type=Path, metavar="CKPT",
                         help="any checkpoint whose card holds its patient split")
     source.add_argument("--rescore", type=Path, metavar="RELEASED",
@@ -93,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint of ``run_dir`` to release: the epoch with the best validation Dice, or the
+    last epoch of a final fit, whose validation patients were trained on (in-sample Dice
+    cannot choose an epoch)."""
+    last = run_dir / "last.safetensors"
+    if last.is_file() and trained_on_val(load_card(last)):
+        return last
+    return run_dir / "best.safetensors"
+
+
 def release_card(card: dict[str, Any], version: str, note: str | None) -> dict[str, Any]:
     """The release model card: the source's provenance plus data source, citation, use."""
     keys = ("model", "preprocessing", "config", "split", "epoch", "step", "versions",
@@ -107,8 +119,11 @@ def release_card(card: dict[str, Any], version: str, note: str | None) -> dict[s
     return out
 
 
-def scored_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The card's ``metrics`` from ``training.evaluate`` summaries of the released file."""
+def scored_metrics(
+    summaries: dict[str, dict[str, Any]], trained_on_val: bool = False
+) -> dict[str, Any]:
+    """The card's ``metrics`` from ``training.evaluate`` summaries of the released file;
+    ``val_in_sample`` marks validation figures of a model trained on those patients."""
     metrics: dict[str, Any] = {}
     for part, summary in summaries.items():
         for key, value in summary.items():
@@ -117,6 +132,8 @@ def scored_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         metrics[f"{part}_patients"] = summary["patients"]
         metrics[f"{part}_patient_dice"] = summary["patient_dice"]
     first = next(iter(summaries.values()))
+    if "val" in summaries and trained_on_val:
+        metrics["val_in_sample"] = True
     metrics.update(
         convention=first["convention"],
         std="sample standard deviation over patients",
@@ -133,7 +150,7 @@ def rescore(weights: Path, data_dir: Path, reports: Path, device: str = "auto") 
                                 device=device)
                  for part in SCORED_PARTS}
     card = load_card(weights)
-    card["metrics"] = scored_metrics(summaries)
+    card["metrics"] = scored_metrics(summaries, trained_on_val(card))
     atomic_write_json(card_path(weights), card)
     return dict(card["metrics"])
 
@@ -205,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.version:
         print("error: --version is required to release", file=sys.stderr)
         return 2
-    source = args.checkpoint or args.run / "best.safetensors"
+    source = args.checkpoint or run_checkpoint(args.run)
     reports = args.reports or Path("runs") / f"release-{args.version}"
     try:
         state, card = read_checkpoint(source)
@@ -231,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sha = load_card(args.out)["weights_sha256"][:12]
     print(f"released {args.out} (parameters {args.dtype}, sha256 {sha}); scored through the "
           f"Predictor: test mean patient Dice {scores['test_mean_patient_dice']:.4f} over "
-          f"{scores['test_patients']} patients, val {scores['val_mean_patient_dice']:.4f}; "
+          f"{scores['test_patients']} patients, val {scores['val_mean_patient_dice']:.4f}"
+          f"{' (in-sample: final fit)' if scores.get('val_in_sample') else ''}; "
           f"reports in {reports}")
     return 0
 
@@ -246,7 +264,9 @@ def _rescore_only(args: argparse.Namespace) -> int:
     used = scores["scored_with"]
     print(f"re-scored {args.rescore} ({used['precision']}): test "
           f"mean patient Dice {scores['test_mean_patient_dice']:.4f}, val "
-          f"{scores['val_mean_patient_dice']:.4f}; card updated, reports in {reports}")
+          f"{scores['val_mean_patient_dice']:.4f}"
+          f"{' (in-sample: final fit)' if scores.get('val_in_sample') else ''}; "
+          f"card updated, reports in {reports}")
     return 0
 
 

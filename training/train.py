@@ -255,6 +255,9 @@ def train(
         net = DistributedDataParallel(model, device_ids=device_ids)
     logbook = Logbook(run_dir, progress.epoch, progress.step) if runtime.is_main else None
     loss_fn = build_loss()
+    if cfg.data.train_on_val:
+        logger.warning("final fit: the validation patients are trained on, so their Dice is "
+                       "in-sample; release the last epoch (training.release --run does)")
     logger.info("training %s on %s (%s, %d process(es)), %d steps per epoch",
                 cfg.model.backbone, runtime.device, runtime.precision, runtime.world_size,
                 steps_per_epoch)

@@ -32,3 +32,14 @@ def test_summary_names_the_essentials() -> None:
     assert "early stopped" not in text  # booleans are not metrics
     assert "research, not for diagnostic use" in text
     assert card.summary({}) == []
+
+
+def test_summary_says_where_the_figures_come_from_and_flags_a_final_fit() -> None:
+    scored = {**CARD, "config": {"data": {"train_on_val": True}},
+              "metrics": {"test_mean_patient_dice": 0.8, "val_mean_patient_dice": 0.9,
+                          "val_in_sample": True, "scored_with": {"precision": "bf16"}}}
+    text = "\n".join(card.summary(scored))
+    assert "(final fit: trained on the training and validation patients)" in text
+    assert "Metrics of this file, scored through the Predictor (validation figures are " \
+           "in-sample)" in text
+    assert "Metrics recorded in training" in "\n".join(card.summary(CARD))

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from data.kaggle3m import PatientRecord
-from training.data_loading import WeightedDistributedSampler, epoch_seed, select_patients
+from data.kaggle3m import PatientRecord, scan_dataset
+from data.split import make_split
+from training.config import load_config
+from training.data_loading import (
+    WeightedDistributedSampler,
+    build_data,
+    epoch_seed,
+    select_patients,
+)
+from training.runtime import setup_runtime
 
 
 def test_weighted_sampler_shards_one_reproducible_draw_over_ranks() -> None:
@@ -37,3 +47,19 @@ def test_select_patients_spreads_the_pick_over_sorted_ids() -> None:
     assert [p.institution for p in chosen] == ["X00", "X03", "X06", "X09"]
     assert select_patients(patients, None) == patients
     assert select_patients(patients, 50) == patients
+
+
+def test_a_final_fit_trains_on_the_train_and_val_patients(synthetic_lgg: Path) -> None:
+    patients = scan_dataset(synthetic_lgg)
+    runtime = setup_runtime("cpu", "fp32", channels_last=False)
+    for final in (False, True):
+        cfg = load_config(overrides={"data": {"data_dir": synthetic_lgg, "cache": False,
+                                              "num_workers": 0, "train_on_val": final},
+                                     "preprocessing": {"image_size": 32},
+                                     "training": {"early_stopping_patience": 0}})
+        split = make_split(patients, seed=0, fractions=cfg.data.split_fractions)
+        data = build_data(cfg, split, patients, runtime)
+        trained = {r.patient_id for r in data.train_set.records}
+        expected = set(split.train) | (set(split.val) if final else set())
+        assert trained == expected and not trained & set(split.test)
+        assert data.val_patients == split.val

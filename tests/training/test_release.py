@@ -81,3 +81,33 @@ def test_non_finite_batchnorm_statistics_are_refused_or_re_estimated(
     repair = json.loads(card_path(out).read_text())["repairs"][0]
     assert repair["batchnorm_recalibrated"] == [BN_VAR.rsplit(".", 1)[0]]
     assert repair["from_training_slices"] == 12 and repair["from"] == "broken.safetensors"
+
+
+def test_a_final_fit_trains_on_val_and_releases_its_last_epoch(
+    synthetic_lgg: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "final"
+    assert train_main(tiny_args(synthetic_lgg, run, "--epochs", "2",
+                                "--set", "data.train_on_val=true")) == 0
+    split = json.loads((run / "split.json").read_text())
+    _, last = read_checkpoint(run / "last.safetensors")
+    assert last["config"]["data"]["train_on_val"] is True
+    assert last["split"]["test"] == split["test"]  # the test patients stay held out
+    # best.safetensors may be an earlier epoch chosen on in-sample Dice; the release takes last.
+    out = tmp_path / "release.safetensors"
+    assert release_main(["--run", str(run), "--data-dir", str(synthetic_lgg), "--out", str(out),
+                         "--version", "9.9.9", "--device", "cpu",
+                         "--reports", str(tmp_path / "reports")]) == 0
+    card = json.loads(card_path(out).read_text())
+    assert card["epoch"] == 2 and card["metrics"]["val_in_sample"] is True
+    assert "val_in_sample" not in json.loads(card_path(run / "last.safetensors").read_text())[
+        "metrics"]
+
+
+def test_a_final_fit_cannot_stop_early_on_its_own_training_patients(
+    synthetic_lgg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = train_main(tiny_args(synthetic_lgg, tmp_path / "run", "--patience", "3",
+                                "--set", "data.train_on_val=true"))
+    assert code != 0
+    assert "early_stopping_patience" in capsys.readouterr().err
