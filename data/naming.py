@@ -159,8 +159,10 @@ def group_sequences(
         twice = [name(files[1]) for files in channels.values() if len(files) > 1]
         extra = sorted(f"{case}_000{i}" for i in channels if i > 2)
         if missing:
+            alone = (" (a single NIfTI holding all three sequences on a 4th axis must not be "
+                     "named _000N)") if len(channels) == 1 else ""
             problems.append(f"case {case}: {', '.join(missing)} missing; each case needs "
-                            f"{wanted}")
+                            f"{wanted}{alone}")
         elif twice:
             problems.append(f"case {case}: {twice[0]} is a second file for the same sequence")
         elif extra:

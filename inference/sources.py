@@ -20,6 +20,8 @@ from data.naming import (
     case_key,
     group_sequences,
     is_mask_name,
+    is_nifti_name,
+    is_prediction_name,
     sequence_file,
     sequence_truth_names,
 )
@@ -133,7 +135,15 @@ def split_sequence_files(
 def folder_sequence_cases(folder: Path, labels: Path | None = None) -> list[SequenceFiles]:
     """The sequence cases in ``folder`` (nnU-Net's ``imagesTs``); [] when it holds none."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and sequence_file(p.name))
-    return _cases(files, labels) if files else []
+    if not files:
+        return []
+    others = [p.name for p in folder.iterdir()
+              if is_nifti_name(p.name) and p not in files and not is_prediction_name(p.name)
+              and not is_mask_name(p.name)]  # fmt: skip
+    if others:
+        log.warning("%s: %d NIfTI file(s) not named <case>_000N left aside, e.g. %s",
+                    folder, len(others), sorted(others)[0])
+    return _cases(files, labels)
 
 
 def is_dicom_folder(folder: Path) -> bool:

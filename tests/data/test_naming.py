@@ -37,6 +37,7 @@ def test_group_sequences_orders_channels_and_reports_incomplete_cases() -> None:
     assert len(problems) == 3
     lonely, four, twice = problems
     assert "lonely_0000, lonely_0002 missing" in lonely and "lonely_0001 (FLAIR)" in lonely
+    assert "a single NIfTI holding all three sequences" in lonely
     assert "four_0003 is not a sequence the model reads" in four
     assert "twice_0000.nii.gz is a second file" in twice
 
