@@ -201,10 +201,9 @@ def _folder_jobs(path: Path, labels: Path | None) -> list[Job]:
     if slices:
         return [PatientFolder(path, slices)]
     patients = sorted(d for d in path.iterdir() if d.is_dir() and PATIENT_DIR.match(d.name))
-    found: list[Job] = [PatientFolder(d, _patient_slices(d)) for d in patients]
-    found = [p for p in found if isinstance(p, PatientFolder) and p.slices]
-    if found:
-        return found
+    found = [PatientFolder(d, _patient_slices(d)) for d in patients]
+    if any(p.slices for p in found):
+        return [p for p in found if p.slices]
     sequences = folder_sequence_cases(path, labels)
     if sequences:
         return list(sequences)
