@@ -104,6 +104,8 @@ class Volume:
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)
     source: Literal["nifti", "zip"] = "nifti"
+    """How the geometry is carried: a NIfTI header (a NIfTI file, or one built from a DICOM
+    series by ``data.dicom``), or none (a zip of slices)."""
     header: nib.Nifti1Header | None = None
 
 
@@ -143,6 +145,11 @@ def sniff(data: bytes) -> Format:
         return "zip"
     if _is_nifti1(data):
         return "nifti"
+    if data[128:132] == b"DICM":
+        raise UnsupportedFormat(
+            "a DICOM file is read as part of its study: run `python -m inference.predict` on the "
+            "study folder, or convert the series to NIfTI"
+        )
     if len(data) >= 8 and data[4:7] == b"n+2":
         raise UnsupportedFormat("NIfTI-2 is not supported; save the image as NIfTI-1")
     for magic, name in _UNSUPPORTED_MAGIC:
@@ -829,9 +836,16 @@ def _zip_entry_size(
     return _image_size(head, fmt, limits)
 
 
-def voxel_volume_mm3(volume: Volume) -> tuple[float | None, str | None]:
-    """The volume of one voxel in mm³ from the NIfTI's spacing and units, or ``None`` with the
-    reason when the spacing is not usable (outside ``SPACING_RANGE_MM``, or a zip: none)."""
+MM3_PER_ML = 1000.0
+
+
+def voxel_spacing_mm(volume: Volume) -> tuple[tuple[float, float, float] | None, str | None]:
+    """The voxel spacing in mm along the array's three axes, from the NIfTI's zooms and units;
+    or ``None`` with the reason when it is not usable (outside ``SPACING_RANGE_MM``, or a zip).
+
+    The one rule for physical units: areas (mm² = spacing[0] x spacing[1]), volumes (ml) and
+    distances (HD95 in mm) all come from it; without it they are counted in pixels/voxels.
+    """
     if volume.source == "zip" or volume.header is None:
         return None, "a zip of slices carries no voxel spacing"
     space_code = int(volume.header["xyzt_units"]) & 0x07
@@ -842,7 +856,13 @@ def voxel_volume_mm3(volume: Volume) -> tuple[float | None, str | None]:
             f"the NIfTI's voxel spacing is outside {low:g}-{high:g} mm, so no volume in ml "
             "is given; the tumour is counted in voxels only"
         )
-    return float(np.prod(spacing)), None
+    return (float(spacing[0]), float(spacing[1]), float(spacing[2])), None
+
+
+def voxel_volume_mm3(volume: Volume) -> tuple[float | None, str | None]:
+    """The volume of one voxel in mm³ (see :func:`voxel_spacing_mm`), or ``None`` and why."""
+    spacing, reason = voxel_spacing_mm(volume)
+    return (None, reason) if spacing is None else (float(np.prod(spacing)), None)
 
 
 JPEG_WARNING = (

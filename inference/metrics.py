@@ -9,8 +9,10 @@ Conventions (fixed, so numbers are comparable everywhere):
   exactly one empty: 0.0 (MONAI's ``ignore_empty=False``).
 - Precision = TP / (TP + FP): NaN when nothing is predicted. Recall = TP / (TP + FN): NaN when
   the truth is empty.
-- HD95 (95th-percentile symmetric Hausdorff distance, in pixels; the TIFFs carry no voxel
-  spacing, so slice spacing counts as 1 pixel): NaN when either volume is empty.
+- HD95 (95th-percentile symmetric Hausdorff distance): in mm when the voxel spacing is given
+  (``spacing_mm``, from ``inference.decode.voxel_spacing_mm``), else in pixels (the TIFFs carry
+  no spacing, so a slice step counts as 1 pixel); NaN when either mask is empty. Outputs name
+  the unit: ``hd95_mm`` or ``hd95_px`` (:func:`hd95_key`).
 - Over patients, NaN values are left out of means, medians and standard deviations (sample std,
   n - 1); the count of patients that entered each statistic is reported next to it.
 - Areas are pixel counts; ``*_mm2`` fields appear only when a pixel spacing is given.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -119,22 +121,49 @@ def dice_from_counts(tp: float, fp: float, fn: float) -> float:
     return 1.0 if denominator == 0 else 2.0 * tp / denominator
 
 
-def volume_metrics(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice, IoU, precision, recall and HD95 of one binary volume (any shape, e.g. D x H x W)."""
-    pred, true = _monai_pair(prediction, truth)
-    confusion = get_confusion_matrix(pred, true, include_background=True)
+def hd95_key(spacing_mm: Sequence[float] | None) -> str:
+    """The name an HD95 value goes out under: ``hd95_mm`` with a spacing, ``hd95_px`` without."""
+    return "hd95_px" if spacing_mm is None else "hd95_mm"
+
+
+def _hd95(pred: torch.Tensor, true: torch.Tensor, spacing_mm: Sequence[float] | None) -> float:
+    if spacing_mm is not None and len(spacing_mm) != pred.ndim - 2:
+        raise ValueError(f"spacing_mm has {len(spacing_mm)} values for a {pred.ndim - 2}-D mask")
     with warnings.catch_warnings():
         # MONAI warns for an empty volume in HD95 (the NaN it returns is our convention) and
         # about one of its own deprecated internal arguments.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        hd95 = compute_hausdorff_distance(pred, true, include_background=True, percentile=95)
+        value = compute_hausdorff_distance(
+            pred, true, include_background=True, percentile=95,
+            spacing=None if spacing_mm is None else [float(s) for s in spacing_mm],
+        )  # fmt: skip
+    return _finite_or_nan(value.item())
+
+
+def hd95(
+    prediction: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float] | None = None
+) -> float:
+    """95th-percentile symmetric Hausdorff distance of two binary masks (2-D or 3-D), in mm
+    along each axis when ``spacing_mm`` (one value per axis) is given, else in pixels; NaN when
+    either mask is empty."""
+    pred, true = _monai_pair(prediction, truth)
+    return _hd95(pred, true, spacing_mm)
+
+
+def volume_metrics(
+    prediction: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Dice, IoU, precision, recall and HD95 of one binary volume (any shape, e.g. D x H x W);
+    HD95 in mm when ``spacing_mm`` (one value per axis) is given, else in pixels."""
+    pred, true = _monai_pair(prediction, truth)
+    confusion = get_confusion_matrix(pred, true, include_background=True)
     return {
         "dice": compute_dice(pred, true, include_background=True, ignore_empty=False).item(),
         "iou": compute_iou(pred, true, include_background=True, ignore_empty=False).item(),
         "precision": compute_confusion_matrix_metric("precision", confusion).item(),
         "recall": compute_confusion_matrix_metric("recall", confusion).item(),
-        "hd95": _finite_or_nan(hd95.item()),
+        "hd95": _hd95(pred, true, spacing_mm),
     }
 
 

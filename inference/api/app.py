@@ -21,7 +21,7 @@ from inference.api.middleware import (
     WorkLimitMiddleware,
     install_access_log_filter,
 )
-from inference.api.routers import evaluate, health, model, segment
+from inference.api.routers import evaluate, health, model, segment, sequences
 from inference.api.service import ModelService, NotReady, SlicePredictor, configure_threads
 from inference.api.settings import ServeSettings, get_settings
 from inference.decode import DecodeError, UnsupportedFormat, WrongKind
@@ -34,8 +34,9 @@ Segments lower-grade glioma (FLAIR abnormality) in brain MRI slices with a ResNe
 
 Uploads are multipart/form-data, processed in memory and never stored or logged. Formats are
 sniffed from the bytes: PNG, TIFF, JPEG and NIfTI for slices; NIfTI or a zip of slices for
-volumes. Errors answer `{"detail": "..."}`: 400 malformed multipart, 401 API key, 413 too large,
-415 unsupported format, 422 unusable content, 503 no model or overloaded (with `Retry-After`).
+volumes; three NIfTI files (pre-contrast, FLAIR, post-contrast on one grid) for a case. Errors
+answer `{"detail": "..."}`: 400 malformed multipart, 401 API key, 413 too large, 415 unsupported
+format, 422 unusable content, 503 no model or overloaded (with `Retry-After`).
 """
 
 ENDPOINT_FOR = {"volume": "POST /v1/segment/volume", "slice": "POST /v1/segment"}
@@ -132,7 +133,8 @@ def create_app(
         return settings
 
     app.dependency_overrides[get_settings] = the_settings
-    for router in (health.router, segment.router, evaluate.router, model.router):
+    for router in (health.router, segment.router, sequences.router, evaluate.router,
+                   model.router):  # fmt: skip
         app.include_router(router)
     _add_error_handlers(app, settings, metrics)
     if settings.cors_origins:

@@ -85,8 +85,10 @@ class SegmentResult(BaseModel):
 
 class SliceSummaryOut(BaseModel):
     index: int = Field(description="slice number along the volume's 3rd axis, from 0")
+    slice: int | None = Field(None, description="the same slice numbered from 1, as shown to users")
     tumour_pixels: int
     tumour_fraction: float
+    tumour_mm2: float | None = Field(None, description="absent when the spacing is unknown")
     max_probability: float
 
 
@@ -101,6 +103,9 @@ class VolumeResult(BaseModel):
         None,
         description="from the NIfTI's spacing and units; absent for a zip or an unusable "
         "spacing (see volume_unavailable)",
+    )
+    voxel_spacing_mm: tuple[float, float, float] | None = Field(
+        None, description="along the array's axes (rows, columns, slices); absent with the volume"
     )
     tumour_volume_ml: float | None = Field(None, description="absent when voxel_volume_mm3 is")
     volume_unavailable: str | None = Field(

@@ -21,6 +21,8 @@ from inference.decode import (
     decode_slice,
     decode_volume,
     sniff,
+    voxel_spacing_mm,
+    voxel_volume_mm3,
 )
 from inference.outputs import mask_to_nifti
 from tests.inference.samples import (
@@ -66,6 +68,7 @@ def peak_memory(fn: Callable[[], object]) -> int:
         (b"%PDF-1.7\n...", "PDF"),
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
         (b"<svg></svg>", "SVG"),
+        (b"\x00" * 128 + b"DICM" + b"\x00" * 200, "DICOM file is read as part of its study"),
         (np.random.default_rng(0).bytes(1000), "unrecognised"),
     ],
 )
@@ -433,3 +436,22 @@ def test_every_accepted_nifti_geometry_can_be_written_back() -> None:
         mask_to_nifti(np.zeros((8, 8, 3), np.uint8), vol.affine, vol.header).to_bytes()
     )
     assert np.allclose(mask.affine, affine) and mask.header["sform_code"] == 2
+
+
+@pytest.mark.parametrize(
+    ("units", "expected"),
+    [(0, (0.5, 0.5, 2.0)), (2, (0.5, 0.5, 2.0)), (1, (500.0, 500.0, 2000.0)), (3, None)],
+)
+def test_voxel_spacing_follows_the_header_units_and_the_sane_range(
+    units: int, expected: tuple[float, float, float] | None
+) -> None:
+    """unknown and mm units are mm, metres are scaled (then over the range), microns too small."""
+    volume = np.stack([RGB] * 3, axis=2)
+    data = nifti_bytes(volume, np.diag([0.5, -0.5, 2.0, 1.0]), xyzt_units=units)
+    decoded = decode_volume(data)
+    spacing, reason = voxel_spacing_mm(decoded)
+    mm3, _ = voxel_volume_mm3(decoded)
+    if expected is None or max(expected) > 100:
+        assert spacing is None and mm3 is None and "outside" in str(reason)
+    else:
+        assert spacing == pytest.approx(expected) and mm3 == pytest.approx(np.prod(expected))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.metrics import area, dice, iou, slice_scores
+from inference.metrics import area, dice, hd95, hd95_key, iou, slice_scores, volume_metrics
 
 
 def test_dice_and_iou_of_known_overlap() -> None:
@@ -43,3 +43,19 @@ def test_slice_scores_with_spacing() -> None:
     assert scores.total_pixels == 100
     assert area(pred) == 16
     assert slice_scores(pred, true).predicted_mm2 is None
+
+
+def test_hd95_is_in_mm_along_each_axis_when_the_spacing_is_known() -> None:
+    pred = np.zeros((20, 20, 10), np.uint8)
+    true = np.zeros((20, 20, 10), np.uint8)
+    pred[5:10, 5:10, 2:5] = 1
+    true[5:10, 5:10, 2:8] = 1  # the truth reaches 3 slices further along axis 2 only
+    assert hd95(pred, true) == pytest.approx(3.0)  # pixels
+    assert hd95(pred, true, (0.5, 0.5, 2.5)) == pytest.approx(7.5)  # 3 slices x 2.5 mm
+    assert hd95(pred, true, (9.0, 9.0, 1.0)) == pytest.approx(3.0)  # in-plane spacing unused
+    assert volume_metrics(pred, true, (0.5, 0.5, 2.5))["hd95"] == pytest.approx(7.5)
+    assert volume_metrics(pred, true)["hd95"] == pytest.approx(3.0)
+    assert np.isnan(hd95(pred, np.zeros_like(true), (1.0, 1.0, 1.0)))
+    assert (hd95_key((1.0, 1.0, 1.0)), hd95_key(None)) == ("hd95_mm", "hd95_px")
+    with pytest.raises(ValueError, match="3-D"):
+        hd95(pred, true, (1.0, 1.0))

@@ -153,6 +153,15 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     ):
         assert flag in text
     assert "areas.csv" in text and "summary.csv" in text and "--overwrite" in text
+    # every input mode, with an example of each
+    for flag in ("--pre", "--flair", "--post", "--case", "--truth", "--labels", "--pre-series",
+                 "--flair-series", "--post-series", "--no-qc"):  # fmt: skip
+        assert flag in text
+    for mode in ("_0000.nii.gz", "_0001.nii.gz", "_0002.nii.gz", "DICOM study", "DICOM SEG",
+                 "kaggle_3m patient folder", "qc/<case>.png", "hd95_mm", "Examples:",
+                 "python -m inference.predict imagesTs/ --labels labelsTs/ --out preds/",
+                 "python -m inference.predict dicom/study1/ --flair-series"):  # fmt: skip
+        assert mode in text, mode
 
 
 def read_summary(out: Path) -> dict[str, dict[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +19,13 @@ from inference.api.deps import (
     require_api_key,
 )
 from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
-from inference.decode import decode_slice, decode_volume, lossy_warning, voxel_volume_mm3
+from inference.decode import (
+    MM3_PER_ML,
+    decode_slice,
+    decode_volume,
+    lossy_warning,
+    voxel_spacing_mm,
+)
 from inference.outputs import mask_contours, mask_to_nifti, mask_to_png, nifti_to_gz_bytes
 from inference.predictor import VolumePrediction
 
@@ -38,6 +45,25 @@ SLICE_FIELD = (
     "(pre-contrast, FLAIR, post-contrast) like kaggle_3m, or any size with those 3 channels"
 )
 VOLUME_FIELD = "a NIfTI volume (.nii / .nii.gz, H x W x Z x 3) or a zip of a patient's slices"
+
+
+def slice_summaries(
+    prediction: VolumePrediction, spacing_mm: tuple[float, float, float] | None
+) -> list[SliceSummaryOut]:
+    """Per-slice lines of a volume answer: numbered from 0 and 1, areas in mm² when known."""
+    height, width = prediction.masks.shape[:2]
+    pixel_mm2 = None if spacing_mm is None else spacing_mm[0] * spacing_mm[1]
+    return [
+        SliceSummaryOut(
+            index=s.index,
+            slice=s.index + 1,
+            tumour_pixels=s.tumour_pixels,
+            tumour_fraction=s.tumour_pixels / (height * width),
+            tumour_mm2=None if pixel_mm2 is None else s.tumour_pixels * pixel_mm2,
+            max_probability=s.max_probability,
+        )
+        for s in prediction.slices
+    ]
 
 
 def input_warnings(data: bytes, headers: dict[str, str]) -> list[str]:
@@ -154,24 +180,20 @@ async def segment_volume(
         headers["Content-Disposition"] = 'attachment; filename="mask.nii.gz"'
         return Response(blob, media_type="application/gzip", headers=headers)
     height, width, depth = prediction.masks.shape
-    voxel_mm3, no_volume_reason = voxel_volume_mm3(volume)
+    spacing, no_volume_reason = voxel_spacing_mm(volume)
+    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
     result = VolumeResult(
         shape=(height, width, depth),
         source=volume.source,
         tumour_voxels=prediction.tumour_voxels,
         tumour_slices=tumour_slices,
         voxel_volume_mm3=voxel_mm3,
-        tumour_volume_ml=None if voxel_mm3 is None else prediction.tumour_voxels * voxel_mm3 / 1e3,
+        voxel_spacing_mm=spacing,
+        tumour_volume_ml=None
+        if voxel_mm3 is None
+        else prediction.tumour_voxels * voxel_mm3 / MM3_PER_ML,
         volume_unavailable=no_volume_reason,
-        slices=[
-            SliceSummaryOut(
-                index=s.index,
-                tumour_pixels=s.tumour_pixels,
-                tumour_fraction=s.tumour_pixels / (height * width),
-                max_probability=s.max_probability,
-            )
-            for s in prediction.slices
-        ],
+        slices=slice_summaries(prediction, spacing),
         mask_nifti_gz=base64.b64encode(blob).decode("ascii"),
         warnings=warnings,
         model_version=version,
