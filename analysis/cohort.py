@@ -51,13 +51,14 @@ from analysis import report
 from analysis.clinical import ClinicalError, Join, join, read_clinical
 from analysis.shape import FEATURES, largest_slice, shape_features
 from analysis.stats import AGREEMENT_COLUMNS, agreement, associations
+from data.atomic import atomic_write_bytes, atomic_write_json
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
 from inference.metrics import dice
 from inference.postprocessing import keep_largest_component
 from inference.predictor import Predictor
 from models import BUNDLED_CHECKPOINT
-from models.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
+from models.checkpoint import CheckpointError
 
 logger = logging.getLogger("analysis.cohort")
 

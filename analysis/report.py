@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 
 from analysis.clinical import Join
 from analysis.shape import SHAPE_FEATURES
+from data.atomic import atomic_write_bytes
 from data.kaggle3m import PatientRecord, read_image, read_mask
 from inference.postprocessing import keep_largest_component
-from models.checkpoint import atomic_write_bytes
 
 FIGURES = "figures"
 LABELS = {

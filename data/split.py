@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic import atomic_write_json
 from data.kaggle3m import DatasetError, PatientRecord, tumour_volumes
 
 FORMAT = "lggseg-split/1"
@@ -105,8 +106,6 @@ class Split:
 
     def to_json(self, path: str | Path) -> None:
         """Write atomically (temp file, fsync, rename)."""
-        from models.checkpoint import atomic_write_json  # lazy: keeps torch out of data imports
-
         atomic_write_json(path, self.to_dict())
 
     @classmethod

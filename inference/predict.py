@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from data.atomic import atomic_write_bytes
 from data.dicom import DicomError
 from data.kaggle3m import PATIENT_DIR, SLICE_FILE, DatasetError, read_image, read_mask
 from data.masks import MaskError, binary_mask, binary_volume
@@ -105,7 +106,7 @@ from inference.sources import (
     split_sequence_files,
 )
 from models import BUNDLED_CHECKPOINT
-from models.checkpoint import CheckpointError, atomic_write_bytes
+from models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 

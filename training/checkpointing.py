@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from data.atomic import atomic_write_bytes
 from data.split import Split
-from models.checkpoint import INTENDED_USE, atomic_write_bytes, save_checkpoint
+from models.checkpoint import INTENDED_USE, save_checkpoint
 from training.config import TrainConfig
 from training.runtime import Runtime, hardware, library_versions
 

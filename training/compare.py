@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
+from data.atomic import atomic_write_json
 from data.kaggle3m import DatasetError
-from models.checkpoint import atomic_write_json
 from models.optimizers import OPTIMIZER_NAMES
 from training.config import ConfigError, TrainConfig, load_config
 from training.evaluate import evaluate

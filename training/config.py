@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from data.atomic import atomic_write_bytes
 from data.preprocessing import PreprocessingConfig
 from models.network import ModelConfig
 from models.optimizers import OPTIMIZER_NAMES
@@ -248,8 +249,6 @@ def _describe(exc: ValidationError, yaml_path: str | Path | None) -> str:
 
 def write_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved configuration as YAML (atomically)."""
-    from models.checkpoint import atomic_write_bytes
-
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     atomic_write_bytes(path, text.encode())
 

@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from data.atomic import atomic_write_json
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
 from inference.metrics import METRICS, summarize, volume_metrics
 from inference.postprocessing import PostProcessing
 from inference.predictor import Predictor
-from models.checkpoint import CheckpointError, atomic_write_json
+from models.checkpoint import CheckpointError
 from training.runtime import cpu_model, resolve_device
 
 logger = logging.getLogger("training.evaluate")

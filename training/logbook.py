@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from data.atomic import atomic_write_bytes
+
 COLUMNS = (
     "epoch",
     "step",
@@ -90,8 +92,6 @@ def plot_learning_curves(rows: list[dict[str, str]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from models.checkpoint import atomic_write_bytes
 
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     for key, label, colour in (("train_loss", "train", "#0072B2"), ("val_loss", "validation",
