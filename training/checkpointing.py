@@ -22,7 +22,8 @@ from data.atomic import atomic_write_bytes
 from data.split import Split
 from models.checkpoint import INTENDED_USE, save_checkpoint
 from training.config import TrainConfig
-from training.runtime import Runtime, hardware, library_versions
+from training.provenance import hardware, library_versions
+from training.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from data.atomic import atomic_write_json
 from data.kaggle3m import DatasetError
 from models.optimizers import OPTIMIZER_NAMES
 from training.config import ConfigError, TrainConfig, load_config
+from training.distributed import setup_runtime, teardown
 from training.evaluate import evaluate
-from training.runtime import setup_runtime, teardown
 from training.train import train
 
 logger = logging.getLogger(__name__)

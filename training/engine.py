@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from inference.metrics import dice_from_counts
+from training.distributed import all_reduce_sum
 from training.logbook import Logbook
-from training.runtime import Runtime, all_reduce_sum
+from training.runtime import Runtime
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

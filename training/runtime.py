@@ -1,25 +1,19 @@
-"""Where and how the run executes: device, precision, seeds, RNG state, DDP, provenance."""
+"""Where this process computes: the device, its precision and memory format (``Runtime``).
+
+``training.distributed`` builds the ``Runtime`` of each process (joining the torchrun group when
+there is one); this module only knows devices.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import logging
 import platform
-import random
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from models.precision import resolve_precision
-from training.config import DistributedEnv
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; "
-                               "use --device cpu (or auto)")
+                               "choose device cpu (or auto)")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
@@ -75,123 +69,8 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if resolve_precision(amp, device) == "bf16" else None
 
 
-def setup_runtime(device: str, amp: str, channels_last: bool) -> Runtime:
-    """Join the torchrun process group when launched by torchrun and resolve the device."""
-    env = DistributedEnv()
-    dev = resolve_device(device, env.LOCAL_RANK)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
-    if env.WORLD_SIZE > 1 and not dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    return Runtime(dev, resolve_amp(amp, dev), channels_last, env.RANK, env.WORLD_SIZE)
-
-
-def teardown(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(runtime: Runtime) -> None:
-    if runtime.distributed:
-        dist.barrier()
-
-
-def all_reduce_sum(runtime: Runtime, tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks (in place; returned for convenience)."""
-    if runtime.distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def sync_buffers(runtime: Runtime, model: torch.nn.Module) -> None:
-    """Average floating buffers (BatchNorm running statistics) over ranks.
-
-    DDP keeps parameters identical but every rank updates its own BatchNorm statistics in the
-    last forward pass; averaging them makes every replica, and the checkpoint, the same.
-    """
-    if not runtime.distributed:
-        return
-    for buffer in model.buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-            buffer.div_(runtime.world_size)
-
-
-@contextlib.contextmanager
-def main_first(runtime: Runtime) -> Iterator[None]:
-    """Run the body on rank 0 first, then on the other ranks (e.g. writing a shared file)."""
-    if not runtime.is_main:
-        barrier(runtime)
-    yield
-    if runtime.is_main:
-        barrier(runtime)
-
-
-# ---------------------------------------------------------------------------- seeds and RNG
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state, as tensors and plain Python values (weights_only-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {"version": int(version), "internal": list(internal), "gauss": gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    npy = state["numpy"]
-    np.random.set_state(
-        (
-            npy["kind"],
-            npy["keys"].numpy().astype(np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------- provenance
-
-
-def library_versions() -> dict[str, str]:
-    import monai
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def cpu_model() -> str:
+    """This machine's CPU, as /proc/cpuinfo names it (else what ``platform`` knows)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -200,18 +79,3 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def hardware(runtime: Runtime) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "device": str(runtime.device),
-        "precision": runtime.precision,
-        "channels_last": runtime.channels_last,
-        "world_size": runtime.world_size,
-        "cpu": cpu_model(),
-        "cpu_threads": torch.get_num_threads(),
-        "platform": sys.platform,
-    }
-    if runtime.device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(runtime.device)
-    return info

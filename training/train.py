@@ -8,7 +8,6 @@ only rank 0 writes files, logs and progress bars.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from data.kaggle3m import DatasetError, scan_dataset
@@ -28,6 +26,13 @@ from training import checkpointing as ckpt
 from training.cli import build_parser, overrides_from_args
 from training.config import ConfigError, TrainConfig, load_config, read_yaml, write_config
 from training.data_loading import build_data, load_or_make_split, select_patients
+from training.distributed import (
+    barrier,
+    replica_check,
+    setup_runtime,
+    sync_buffers,
+    teardown,
+)
 from training.engine import (
     NonFiniteError,
     build_loss,
@@ -36,16 +41,8 @@ from training.engine import (
     validate,
 )
 from training.logbook import Logbook
-from training.runtime import (
-    Runtime,
-    barrier,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    setup_runtime,
-    sync_buffers,
-    teardown,
-)
+from training.rng import rng_state, seed_everything, set_rng_state
+from training.runtime import Runtime
 from training.schedule import SCHEDULE_KEYS, CosineSchedule, ScheduleChangeError
 
 logger = logging.getLogger("training.train")
@@ -341,29 +338,6 @@ def _card_metrics(row: dict[str, Any]) -> dict[str, float]:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def state_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the model's state (names, dtypes, shapes and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else
-                      t.view(torch.int16).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def replica_check(runtime: Runtime, model: torch.nn.Module) -> dict[str, Any]:
-    """Under DDP: every rank's state hash, stored in the card; diverged replicas are an error."""
-    if not runtime.distributed:
-        return {}
-    mine = state_sha256(model)
-    hashes: list[str | None] = [None] * runtime.world_size
-    dist.all_gather_object(hashes, mine)
-    if len(set(hashes)) != 1:
-        raise RuntimeError(f"DDP replicas diverged: state hashes per rank {hashes}")
-    return {"distributed": {"world_size": runtime.world_size, "replica_state_sha256": hashes}}
 
 
 if __name__ == "__main__":

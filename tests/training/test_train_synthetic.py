@@ -23,9 +23,10 @@ from models.checkpoint import load_checkpoint
 from tests.training.conftest import tiny_args
 from training import train as train_module
 from training.checkpointing import load_resume
+from training.distributed import state_sha256
 from training.engine import NonFiniteError, check_finite_weights
 from training.schedule import warmup_cosine
-from training.train import main, state_sha256
+from training.train import main
 
 REPO = Path(__file__).resolve().parents[2]
 
