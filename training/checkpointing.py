@@ -53,6 +53,15 @@ class Progress:
     warm_restarts: list[dict[str, Any]] = field(default_factory=list)
     """Schedules started later by ``--warm-restart``, oldest first; the last one is in force."""
 
+    def record_validation(self, epoch: int, mean_dice: float) -> bool:
+        """Count a validation for early stopping; True when it is the best so far."""
+        if mean_dice > self.best_dice:
+            self.best_dice, self.best_epoch = mean_dice, epoch
+            self.epochs_without_improvement = 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
 
 def build_card(
     cfg: TrainConfig,

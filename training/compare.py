@@ -32,11 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from data.atomic import atomic_write_json
 from data.kaggle3m import DatasetError
 from models.optimizers import OPTIMIZER_NAMES
+from training.cli import add_config_arguments, overrides_from_args
 from training.config import ConfigError, TrainConfig, load_config
 from training.distributed import setup_runtime, teardown
 from training.evaluate import evaluate
@@ -56,53 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
             "learning-curve plot. Re-running with the same OUT skips finished runs and resumes "
             "unfinished ones."
         ),
+        epilog="The base configuration comes from --config, LGGSEG_* environment variables, "
+               "--data-dir, --epochs and --set KEY=VALUE, as for python -m training.train "
+               "(whose --show-config lists the keys).",
     )
     parser.add_argument("--optimizers", default="adam,adamw,gc-adam,clip-adam,znorm-adam",
                         help="comma-separated registry names (default: the paper's five); "
                              f"choices: {', '.join(OPTIMIZER_NAMES)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per optimizer")
-    parser.add_argument("--data-dir", type=Path, required=True, help="kaggle_3m folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="base experiment YAML (e.g. configs/compare.yaml)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run")
-    parser.add_argument("--image-size", type=int, default=None, help="model input side")
-    parser.add_argument("--batch-size", type=int, default=None, help="training batch size")
-    parser.add_argument("--limit-patients", type=int, default=None,
-                        help="use only K patients (a reduced budget; same K for every run)")
-    parser.add_argument("--backbone", default=None, help="resnet18, resnet34 or resnet50")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate for every run")
-    parser.add_argument("--device", default=None, help="auto, cpu or cuda")
     parser.add_argument("--dice-threshold", type=float, default=0.7,
                         help="report the first epoch whose in-training validation Dice (at "
                              "the model input size) reaches this")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="any other configuration value, the same for every run")
+    add_config_arguments(parser)  # the base configuration, the same for every run
     return parser
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    flags = {
-        ("training", "epochs"): args.epochs,
-        ("preprocessing", "image_size"): args.image_size,
-        ("training", "batch_size"): args.batch_size,
-        ("data", "limit_patients"): args.limit_patients,
-        ("model", "backbone"): args.backbone,
-        ("optimizer", "lr"): args.lr,
-        ("training", "device"): args.device,
-        ("data", "data_dir"): str(args.data_dir),
-    }
-    nested: dict[str, dict[str, Any]] = {}
-    for (section, key), value in flags.items():
-        if value is not None:
-            nested.setdefault(section, {})[key] = value
-    for item in args.set:
-        path, sep, raw = item.partition("=")
-        parts = path.strip().split(".")
-        if not sep or len(parts) != 2:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        nested.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(raw)
-    return nested
 
 
 def run_config(base: dict[str, Any], config_file: Path | None, optimizer: str, seed: int
@@ -253,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --seeds must be >= 1", file=sys.stderr)
         return 2
     try:
-        base = _overrides(args)
+        base = overrides_from_args(args)
         # Seeds outer: a comparison stopped part-way has every optimizer for the seeds it did.
         configs = {(n, s): run_config(base, args.config, n, s)
                    for s in range(args.seeds) for n in names}
@@ -261,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     first = next(iter(configs.values()))
+    if first.data.data_dir is None:
+        print("error: no data folder: pass --data-dir (the runs are trained and scored on its "
+              "patients)", file=sys.stderr)
+        return 2
     budget = (f"{first.model.backbone} at {first.preprocessing.image_size}x"
               f"{first.preprocessing.image_size}, {first.training.epochs} epochs, batch "
               f"{first.training.batch_size}, lr {first.optimizer.lr:g}, "
@@ -271,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for (name, seed), cfg in configs.items():
             run_dir = args.out / "runs" / name / f"seed{seed}"
             logger.info("run %s seed %d -> %s", name, seed, run_dir)
-            rows.append(run_one(cfg, run_dir, args.data_dir, args.dice_threshold,
+            rows.append(run_one(cfg, run_dir, first.data.data_dir, args.dice_threshold,
                                 first.training.device))
             curves[name].append(read_curve(run_dir))
     except ConfigError as exc:  # e.g. a changed schedule for runs already started in OUT

@@ -1,9 +1,16 @@
-"""The one training configuration: a YAML file per experiment, ``LGGSEG_`` env vars, CLI flags.
+"""The one training configuration: its schema, its sources and the rules of a resumed run.
 
-Precedence, lowest to highest: code defaults < YAML file < environment < command line.
-Environment variables use the prefix ``LGGSEG_`` and ``__`` between nested names, e.g.
-``LGGSEG_TRAINING__EPOCHS=3`` or ``LGGSEG_OPTIMIZER__BETAS='[0.9, 0.99]'`` (JSON for lists).
-The resolved configuration is written to ``RUN_DIR/config.yaml`` and into every checkpoint card.
+Sources, lowest to highest: code defaults < the experiment's YAML file (``--config``) <
+``LGGSEG_*`` environment variables < the command line (``training.cli``: ``--data-dir``,
+``--epochs`` and ``--set KEY=VALUE``). Environment variables use ``__`` between nested names,
+e.g. ``LGGSEG_TRAINING__EPOCHS=3`` or ``LGGSEG_OPTIMIZER__BETAS='[0.9, 0.99]'`` (JSON for lists).
+pydantic-settings reads and layers the sources; ``python -m training.train --show-config`` prints
+the result. The resolved configuration is written to ``RUN_DIR/config.yaml`` and into every
+checkpoint card.
+
+``--resume`` takes the configuration from ``RUN_DIR/config.yaml`` (``resolve_config``) and keeps
+the run's learning-rate schedule unless ``--warm-restart`` asks for a new one
+(``resumed_schedule``), so that a resumed run equals an uninterrupted one.
 
 This module is the only place in training/ that reads the environment (through
 pydantic-settings), including the ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set by torchrun.
@@ -11,8 +18,9 @@ pydantic-settings), including the ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,12 +31,23 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from data.atomic import atomic_write_bytes
 from data.preprocessing import PreprocessingConfig
 from models.network import ModelConfig
 from models.optimizers import OPTIMIZER_NAMES
+from training.schedule import SCHEDULE_KEYS, CosineSchedule
+
+if TYPE_CHECKING:
+    from training.checkpointing import Progress
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "LGGSEG_"
 ENV_NESTED_DELIMITER = "__"
@@ -36,6 +55,10 @@ ENV_NESTED_DELIMITER = "__"
 
 class ConfigError(ValueError):
     """A configuration value (from YAML, environment or CLI) is missing or invalid."""
+
+
+class ScheduleChangeError(ConfigError):
+    """``--resume`` would change the learning-rate schedule without ``--warm-restart``."""
 
 
 class _Section(BaseModel):
@@ -163,6 +186,19 @@ class TrainConfig(BaseSettings):
             )
         return self
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest first: keyword arguments (the command line), ``LGGSEG_*``, the YAML file
+        named by ``model_config["yaml_file"]`` (see ``load_config``); then the defaults."""
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -175,20 +211,6 @@ class DistributedEnv(BaseSettings):
     RANK: int = 0
     WORLD_SIZE: int = 1
     LOCAL_RANK: int = 0
-
-
-class _DictSource(PydanticBaseSettingsSource):
-    """A settings source holding a fixed nested dict (the parsed YAML file)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._values = values
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -213,42 +235,139 @@ def load_config(
     ``overrides`` is nested like the YAML file, e.g. ``{"training": {"epochs": 3}}``.
     Raises ConfigError naming every bad value and where values come from.
     """
-    file_values = read_yaml(yaml_path) if yaml_path is not None else {}
+    if yaml_path is not None:
+        read_yaml(yaml_path)  # a missing, malformed or non-mapping file: a clear ConfigError
 
-    class _Layered(TrainConfig):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, _DictSource(settings_cls, file_values)
+    class Experiment(TrainConfig):
+        model_config = SettingsConfigDict(yaml_file=yaml_path)
 
     try:
-        layered = _Layered(**(overrides or {}))
+        resolved = Experiment(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, yaml_path)) from exc
-    # Re-validate as the plain root class so the result pickles and prints as TrainConfig.
-    return TrainConfig.model_construct(**dict(layered))
+    # The same values as the root class, so the result pickles, prints and compares as one.
+    return TrainConfig.model_construct(**dict(resolved))
 
 
 def _describe(exc: ValidationError, yaml_path: str | Path | None) -> str:
     where = f"{yaml_path}, " if yaml_path is not None else ""
-    lines = [f"invalid training configuration (from {where}{ENV_PREFIX}* env vars, CLI flags):"]
+    lines = [f"invalid training configuration (from {where}{ENV_PREFIX}* env vars, --set):"]
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "(root)"
         env = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p) for p in err["loc"]).upper()
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  - {loc}: {err['msg']}{shown}  [YAML {loc} / env {env}]")
+        lines.append(f"  - {loc}: {err['msg']}{shown}  [YAML {loc} / env {env} / --set {loc}=]")
     return "\n".join(lines)
 
 
 def write_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved configuration as YAML (atomically)."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, config_yaml(cfg).encode())
 
+
+def config_yaml(cfg: TrainConfig) -> str:
+    """The configuration as YAML, sections and keys in schema order (``--show-config``)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- resumed runs
+
+# Values a resumed run may change; anything else would make it a different experiment. The
+# schedule (SCHEDULE_KEYS) may change only with --warm-restart.
+RESUMABLE_CHANGES = {
+    "data.data_dir",
+    "data.num_workers",
+    "training.early_stopping_patience",
+    "training.device",
+    "training.num_threads",
+    "training.val_batch_size",
+}
+
+
+def resolve_config(
+    run_dir: Path,
+    config_file: Path | None,
+    overrides: dict[str, Any],
+    *,
+    resume: bool,
+    warm_restart: bool = False,
+) -> TrainConfig:
+    """A fresh run layers YAML < env < command line; ``--resume`` starts from
+    RUN_DIR/config.yaml instead and may change the schedule only with ``warm_restart``."""
+    if warm_restart and not resume:
+        raise ConfigError("--warm-restart continues a run: use it with --resume")
+    if not resume:
+        return load_config(config_file, overrides)
+    saved_path = run_dir / "config.yaml"
+    if config_file is not None:
+        raise ConfigError("--resume takes the configuration from RUN_DIR/config.yaml; "
+                          "do not pass --config")
+    if not saved_path.is_file():
+        raise ConfigError(f"--resume: {saved_path} not found (is {run_dir} a run folder?)")
+    cfg = load_config(saved_path, overrides)
+    saved = read_yaml(saved_path)
+    changed = _changed_keys(saved, cfg.to_dict()) - RESUMABLE_CHANGES
+    schedule_changes = changed & set(SCHEDULE_KEYS)
+    changed -= set(SCHEDULE_KEYS)
+    if changed:
+        raise ConfigError(f"--resume cannot change {', '.join(sorted(changed))}; "
+                          "start a new run folder instead")
+    if schedule_changes and not warm_restart:
+        was, asked = CosineSchedule.from_config(saved), CosineSchedule.from_config(cfg)
+        raise ScheduleChangeError(
+            f"--resume cannot change {', '.join(sorted(schedule_changes))} of a run: its "
+            f"learning-rate schedule ({was.describe()}) would be re-stretched to "
+            f"{asked.describe()} mid-run: the LR would jump to wherever the new curve stands at "
+            "this step, and the run would no longer equal an uninterrupted one. To continue the "
+            "run, resume without changing these values. To train on from its last epoch with a "
+            "new warm-up + cosine over the remaining epochs, add --warm-restart (recorded in the "
+            "model card). Or start a new run folder."
+        )
+    return cfg
+
+
+def resumed_schedule(cfg: TrainConfig, progress: Progress, *, warm_restart: bool
+                     ) -> CosineSchedule:
+    """The schedule a resumed run follows: the one in force in resume.pt, or with
+    ``warm_restart`` a new one from ``cfg`` starting after the last completed epoch (appended to
+    ``progress.warm_restarts``). Raises ScheduleChangeError for a changed schedule without
+    ``warm_restart`` (e.g. config.yaml from a --warm-restart that stopped before its first
+    epoch completed) and for a warm restart with no epochs left."""
+    asked = CosineSchedule.from_config(cfg)
+    if not progress.schedule and not warm_restart:
+        # resume.pt written before schedules were recorded: the configuration's, which
+        # resolve_config compared with RUN_DIR/config.yaml.
+        progress.schedule = asked.to_dict()
+    in_force = [CosineSchedule(**s) for s in [progress.schedule, *progress.warm_restarts] if s]
+    current = in_force[-1] if in_force else asked
+    if not warm_restart:
+        if not current.same_curve(asked):
+            raise ScheduleChangeError(
+                f"resume.pt continues the schedule {current.describe()}, but the configuration "
+                f"asks for {asked.describe()}: resume with resume.pt's values ("
+                f"{', '.join(SCHEDULE_KEYS)}), or add --warm-restart to start a new schedule "
+                "from the last completed epoch"
+            )
+        return current
+    if cfg.training.epochs <= progress.epoch:
+        raise ScheduleChangeError(
+            f"--warm-restart: the run has completed {progress.epoch} epoch(s) already; pass "
+            f"--epochs above {progress.epoch} for the new schedule to train"
+        )
+    restart = CosineSchedule.from_config(cfg, after_epoch=progress.epoch, at_step=progress.step)
+    progress.warm_restarts.append(restart.to_dict())
+    logger.info("warm restart after epoch %d (step %d): %s", progress.epoch, progress.step,
+                restart.describe())
+    return restart
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key in old.keys() | new.keys():
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys |= _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, list | tuple) and list(a) == list(b or [])):
+            keys.add(f"{prefix}{key}")
+    return keys

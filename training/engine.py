@@ -38,7 +38,8 @@ class NonFiniteLossError(NonFiniteError):
 
 
 ADVICE = (
-    "Lower the learning rate (--lr), lengthen the warm-up, or use --amp fp32, then start "
+    "Lower the learning rate (--set optimizer.lr=...), lengthen the warm-up "
+    "(--set training.warmup_epochs=...) or train in fp32 (--set training.amp=fp32), then start "
     "again or --resume from the last good epoch."
 )
 

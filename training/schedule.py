@@ -1,9 +1,10 @@
 """Learning-rate schedule: linear warm-up, then cosine decay; stepped once per optimizer step.
 
 A run has one schedule, fixed when it starts: ``--resume`` continues it exactly (a resumed run
-equals an uninterrupted one) and refuses flags that would change it. ``--warm-restart`` is the
+equals an uninterrupted one) and refuses values that would change it. ``--warm-restart`` is the
 explicit way to train on with another one: a new warm-up + cosine from the resumed weights and
-optimizer state over the remaining epochs, recorded in ``resume.pt`` and the model card.
+optimizer state over the remaining epochs, recorded in ``resume.pt`` and the model card. Those
+rules live with the configuration (``training.config.resolve_config`` and ``resumed_schedule``).
 """
 
 from __future__ import annotations
@@ -11,20 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from training.config import ConfigError, TrainConfig
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 SCHEDULE_KEYS = ("training.epochs", "training.warmup_epochs", "training.min_lr_factor",
                  "optimizer.lr")
 """The configuration values that define the schedule."""
-
-
-class ScheduleChangeError(ConfigError):
-    """``--resume`` would change the learning-rate schedule without ``--warm-restart``."""
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, final_factor: float) -> float:
@@ -87,7 +85,7 @@ class CosineSchedule:
         cls, cfg: TrainConfig | dict[str, Any], *, after_epoch: int = 0, at_step: int = 0
     ) -> CosineSchedule:
         """The schedule a configuration asks for (a TrainConfig or its ``to_dict()``)."""
-        values = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
+        values = cfg if isinstance(cfg, dict) else cfg.to_dict()
         t = values["training"]
         return cls(t["epochs"], t["warmup_epochs"], t["min_lr_factor"],
                    values["optimizer"]["lr"], after_epoch, at_step)

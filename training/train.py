@@ -24,7 +24,15 @@ from models.network import build_model
 from models.optimizers import build_optimizer
 from training import checkpointing as ckpt
 from training.cli import build_parser, overrides_from_args
-from training.config import ConfigError, TrainConfig, load_config, read_yaml, write_config
+from training.config import (
+    ConfigError,
+    ScheduleChangeError,
+    TrainConfig,
+    config_yaml,
+    resolve_config,
+    resumed_schedule,
+    write_config,
+)
 from training.data_loading import build_data, load_or_make_split, select_patients
 from training.distributed import (
     barrier,
@@ -43,30 +51,30 @@ from training.engine import (
 from training.logbook import Logbook
 from training.rng import rng_state, seed_everything, set_rng_state
 from training.runtime import Runtime
-from training.schedule import SCHEDULE_KEYS, CosineSchedule, ScheduleChangeError
+from training.schedule import CosineSchedule
 
 logger = logging.getLogger("training.train")
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_NONFINITE = 1, 2, 3
-# Values a resumed run may change; anything else would make it a different experiment. The
-# schedule (SCHEDULE_KEYS) may change only with --warm-restart.
-RESUMABLE_CHANGES = {
-    "data.data_dir",
-    "data.num_workers",
-    "training.early_stopping_patience",
-    "training.device",
-    "training.num_threads",
-    "training.val_batch_size",
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None and (args.resume or not args.show_config):
+        parser.error("--out RUN_DIR is required (except with --show-config)")
     try:
         cfg = resolve_config(args.out, args.config, overrides_from_args(args), resume=args.resume,
                              warm_restart=args.warm_restart)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.show_config:
+        print(config_yaml(cfg), end="")
+        return 0
+    if cfg.data.data_dir is None:
+        print("error: no data folder: pass --data-dir, set data.data_dir in the YAML or "
+              "LGGSEG_DATA__DATA_DIR", file=sys.stderr)
         return EXIT_CONFIG
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         print("error: --stop-after-epochs must be >= 1", file=sys.stderr)
@@ -90,105 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         teardown(runtime)
-
-
-def resolve_config(
-    run_dir: Path,
-    config_file: Path | None,
-    overrides: dict[str, Any],
-    *,
-    resume: bool,
-    warm_restart: bool = False,
-) -> TrainConfig:
-    """A fresh run layers YAML < env < flags; ``--resume`` starts from RUN_DIR/config.yaml and
-    may change the schedule only with ``warm_restart``."""
-    if warm_restart and not resume:
-        raise ConfigError("--warm-restart continues a run: use it with --resume")
-    if not resume:
-        cfg = load_config(config_file, overrides)
-    else:
-        saved_path = run_dir / "config.yaml"
-        if config_file is not None:
-            raise ConfigError("--resume takes the configuration from RUN_DIR/config.yaml; "
-                              "do not pass --config")
-        if not saved_path.is_file():
-            raise ConfigError(f"--resume: {saved_path} not found (is {run_dir} a run folder?)")
-        cfg = load_config(saved_path, overrides)
-        saved = read_yaml(saved_path)
-        changed = _changed_keys(saved, cfg.to_dict()) - RESUMABLE_CHANGES
-        schedule_changes = changed & set(SCHEDULE_KEYS)
-        changed -= set(SCHEDULE_KEYS)
-        if changed:
-            raise ConfigError(f"--resume cannot change {', '.join(sorted(changed))}; "
-                              "start a new run folder instead")
-        if schedule_changes and not warm_restart:
-            was = CosineSchedule.from_config(saved)
-            raise _refuse_schedule_change(sorted(schedule_changes), was,
-                                          CosineSchedule.from_config(cfg))
-    if cfg.data.data_dir is None:
-        raise ConfigError("no data folder: pass --data-dir, set data.data_dir in the YAML or "
-                          "LGGSEG_DATA__DATA_DIR")
-    return cfg
-
-
-def _refuse_schedule_change(
-    keys: list[str], was: CosineSchedule, asked: CosineSchedule
-) -> ScheduleChangeError:
-    return ScheduleChangeError(
-        f"--resume cannot change {', '.join(keys)} of a run: its learning-rate schedule "
-        f"({was.describe()}) would be re-stretched to {asked.describe()} mid-run: the LR would "
-        "jump to wherever the new curve stands at this step, and the run would no longer equal "
-        "an uninterrupted one. To continue the run, resume without changing these values. To "
-        "train on from its last epoch with a new warm-up + cosine over the remaining epochs, "
-        "add --warm-restart (recorded in the model card). Or start a new run folder."
-    )
-
-
-def resumed_schedule(
-    cfg: TrainConfig, progress: ckpt.Progress, *, warm_restart: bool
-) -> CosineSchedule:
-    """The schedule a resumed run follows: the one in force in resume.pt, or with
-    ``warm_restart`` a new one from ``cfg`` starting after the last completed epoch (appended to
-    ``progress.warm_restarts``). Raises ScheduleChangeError for a changed schedule without
-    ``warm_restart`` (e.g. config.yaml from a --warm-restart that stopped before its first
-    epoch completed) and for a warm restart with no epochs left."""
-    asked = CosineSchedule.from_config(cfg)
-    if not progress.schedule and not warm_restart:
-        # resume.pt written before schedules were recorded: the configuration's, which
-        # resolve_config compared with RUN_DIR/config.yaml.
-        progress.schedule = asked.to_dict()
-    in_force = [CosineSchedule(**s) for s in [progress.schedule, *progress.warm_restarts] if s]
-    current = in_force[-1] if in_force else asked
-    if not warm_restart:
-        if not current.same_curve(asked):
-            raise ScheduleChangeError(
-                f"resume.pt continues the schedule {current.describe()}, but the configuration "
-                f"asks for {asked.describe()}: resume with resume.pt's values (--epochs, "
-                "--warmup-epochs, --lr, --set training.min_lr_factor=...), or add "
-                "--warm-restart to start a new schedule from the last completed epoch"
-            )
-        return current
-    if cfg.training.epochs <= progress.epoch:
-        raise ScheduleChangeError(
-            f"--warm-restart: the run has completed {progress.epoch} epoch(s) already; pass "
-            f"--epochs above {progress.epoch} for the new schedule to train"
-        )
-    restart = CosineSchedule.from_config(cfg, after_epoch=progress.epoch, at_step=progress.step)
-    progress.warm_restarts.append(restart.to_dict())
-    logger.info("warm restart after epoch %d (step %d): %s", progress.epoch, progress.step,
-                restart.describe())
-    return restart
-
-
-def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:
-    keys = set()
-    for key in old.keys() | new.keys():
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys |= _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b and not (isinstance(a, list | tuple) and list(a) == list(b or [])):
-            keys.add(f"{prefix}{key}")
-    return keys
 
 
 def _last_good(run_dir: Path) -> str:
@@ -215,7 +124,7 @@ def train(
             write_config(cfg, run_dir / "config.yaml")
     barrier(runtime)
 
-    assert cfg.data.data_dir is not None  # checked in resolve_config
+    assert cfg.data.data_dir is not None  # checked in main
     patients = select_patients(
         scan_dataset(cfg.data.data_dir, skip_bad=cfg.data.skip_bad), cfg.data.limit_patients
     )
@@ -228,23 +137,15 @@ def train(
     optimizer = build_optimizer(cfg.optimizer.name, model.parameters(),
                                 **cfg.optimizer.build_kwargs())
     steps_per_epoch = -(-len(data.train_loader) // t.grad_accumulation)
-    if not resume:
+    if resume:
+        progress, scheduler = restore(run_dir / "resume.pt", cfg, model, optimizer,
+                                      steps_per_epoch, warm_restart=warm_restart)
+        if runtime.is_main:
+            write_config(cfg, run_dir / "config.yaml")
+    else:
         schedule = CosineSchedule.from_config(cfg)
         progress = ckpt.Progress(schedule=schedule.to_dict())
         scheduler = schedule.scheduler(optimizer, steps_per_epoch, step=0)
-    else:
-        state = ckpt.load_resume(run_dir / "resume.pt")
-        progress = ckpt.Progress(**state["progress"])
-        schedule = resumed_schedule(cfg, progress, warm_restart=warm_restart)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler = schedule.scheduler(optimizer, steps_per_epoch, step=progress.step)
-        if not warm_restart:
-            scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        if runtime.is_main:
-            write_config(cfg, run_dir / "config.yaml")
-        logger.info("resuming after epoch %d (step %d)", progress.epoch, progress.step)
 
     net: torch.nn.Module = model
     if runtime.distributed:
@@ -290,12 +191,7 @@ def train(
                            epoch=epoch)
             row.update(val_loss=val.loss, val_mean_patient_dice=val.mean_dice,
                        val_median_patient_dice=val.median_dice)
-            improved = val.mean_dice > progress.best_dice
-            if improved:
-                progress.best_dice, progress.best_epoch = val.mean_dice, epoch
-                progress.epochs_without_improvement = 0
-            else:
-                progress.epochs_without_improvement += 1
+            improved = progress.record_validation(epoch, val.mean_dice)
         row["epoch_time_s"] = time.perf_counter() - epoch_start
         progress.wall_time_s = wall_before + time.perf_counter() - started
 
@@ -330,6 +226,30 @@ def train(
             "(best.safetensors, last.safetensors)"
         )
     return 0
+
+
+def restore(
+    path: Path,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    *,
+    warm_restart: bool,
+) -> tuple[ckpt.Progress, torch.optim.lr_scheduler.LRScheduler]:
+    """Load ``resume.pt`` into model, optimizer and the global RNGs; returns the run's progress
+    and its scheduler, positioned at the last completed step (a new one for a warm restart)."""
+    state = ckpt.load_resume(path)
+    progress = ckpt.Progress(**state["progress"])
+    schedule = resumed_schedule(cfg, progress, warm_restart=warm_restart)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler = schedule.scheduler(optimizer, steps_per_epoch, step=progress.step)
+    if not warm_restart:
+        scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    logger.info("resuming after epoch %d (step %d)", progress.epoch, progress.step)
+    return progress, scheduler
 
 
 def _card_metrics(row: dict[str, Any]) -> dict[str, float]:

@@ -47,13 +47,21 @@ def synthetic_lgg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_kaggle3m(tmp_path_factory.mktemp("kaggle_3m"))
 
 
+TINY_RUN = (
+    "preprocessing.image_size=32", "model.backbone=resnet18", "training.batch_size=4",
+    "training.device=cpu", "data.num_workers=0", "training.seed=3", "optimizer.name=znorm-adam",
+    "optimizer.lr=0.003", "training.warmup_epochs=0.5", "training.early_stopping_patience=0",
+    "data.augmentation=light", "data.tumour_sampling=0.5", "training.val_batch_size=8",
+)
+"""A seconds-long CPU run on the synthetic data, as ``--set`` values."""
+
+
+def sets(*values: str) -> list[str]:
+    """``--set`` flags for ``values``: ``sets("optimizer.lr=1") == ["--set", "optimizer.lr=1"]``."""
+    return [arg for value in values for arg in ("--set", value)]
+
+
 def tiny_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    """CLI arguments for a seconds-long CPU run on the synthetic data."""
-    return [
-        "--data-dir", str(data_dir), "--out", str(out),
-        "--image-size", "32", "--backbone", "resnet18", "--batch-size", "4",
-        "--epochs", "2", "--device", "cpu", "--num-workers", "0", "--seed", "3",
-        "--optimizer", "znorm-adam", "--lr", "0.003", "--warmup-epochs", "0.5",
-        "--patience", "0", "--augmentation", "light", "--tumour-sampling", "0.5",
-        "--set", "training.val_batch_size=8", *extra,
-    ]
+    """CLI arguments for a seconds-long CPU run on the synthetic data, two epochs."""
+    return ["--data-dir", str(data_dir), "--out", str(out), "--epochs", "2", *sets(*TINY_RUN),
+            *extra]

@@ -51,13 +51,20 @@ def test_unknown_optimizer_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "lamb" in capsys.readouterr().err
 
 
+def test_a_data_folder_is_required(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--optimizers", "adam", "--out", str(tmp_path / "out")]) == 2
+    assert "no data folder: pass --data-dir" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_compare_two_optimizers_end_to_end(synthetic_lgg: Path, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     argv = [
         "--optimizers", "adam,znorm-adam", "--seeds", "1", "--data-dir", str(synthetic_lgg),
-        "--out", str(out), "--epochs", "2", "--image-size", "32", "--batch-size", "4",
-        "--backbone", "resnet18", "--device", "cpu", "--lr", "0.003",
+        "--out", str(out), "--epochs", "2", "--set", "preprocessing.image_size=32",
+        "--set", "training.batch_size=4", "--set", "model.backbone=resnet18",
+        "--set", "training.device=cpu", "--set", "optimizer.lr=0.003",
         "--set", "data.num_workers=0", "--set", "training.warmup_epochs=0.5",
         "--set", "training.early_stopping_patience=0", "--set", "training.val_batch_size=8",
     ]

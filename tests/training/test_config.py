@@ -8,9 +8,15 @@ import pytest
 import yaml
 
 from training.cli import build_parser, overrides_from_args
-from training.config import ConfigError, TrainConfig, load_config, write_config
-from training.schedule import ScheduleChangeError
-from training.train import main, resolve_config
+from training.config import (
+    ConfigError,
+    ScheduleChangeError,
+    TrainConfig,
+    load_config,
+    resolve_config,
+    write_config,
+)
+from training.train import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,11 +49,13 @@ def test_precedence_defaults_yaml_env_cli(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("LGGSEG_TRAINING__EPOCHS", "7")
     monkeypatch.setenv("LGGSEG_OPTIMIZER__LR", "0.02")
     monkeypatch.setenv("LGGSEG_OPTIMIZER__BETAS", "[0.8, 0.9]")
-    cfg = load_config(path, cli("--epochs", "9", "--image-size", "128"))
+    cfg = load_config(path, cli("--epochs", "9", "--set", "preprocessing.image_size=128",
+                                "--set", "optimizer.name=adamw"))
     assert cfg.training.epochs == 9  # CLI beats env and YAML
     assert cfg.optimizer.lr == 0.02  # env beats YAML
     assert cfg.optimizer.betas == (0.8, 0.9)  # env, JSON list
-    assert cfg.training.batch_size == 3 and cfg.optimizer.name == "adam"  # YAML
+    assert cfg.optimizer.name == "adamw"  # --set beats YAML
+    assert cfg.training.batch_size == 3  # YAML
     assert cfg.model.backbone == "resnet34"  # YAML, in the shared ModelConfig
     assert cfg.preprocessing.image_size == 128  # CLI, in the shared PreprocessingConfig
     assert cfg.training.seed == 0 and cfg.training.amp == "auto"  # defaults
@@ -55,12 +63,40 @@ def test_precedence_defaults_yaml_env_cli(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_set_flag_reaches_any_value() -> None:
     cfg = load_config(None, cli("--set", "optimizer.options={znorm_eps: 1.0e-6}",
-                                "--set", "training.min_lr_factor=0.1"))
+                                "--set", "training.min_lr_factor=0.1",
+                                "--set", "optimizer.lr=3e-4", "--set", "data.patch_size=160",
+                                "--set", "optimizer.betas=[0.9,0.99]"))
     assert cfg.optimizer.options == {"znorm_eps": 1e-6}
-    assert cfg.training.min_lr_factor == 0.1
-    assert cfg.optimizer.build_kwargs() == {"lr": 1e-3, "znorm_eps": 1e-6}
+    assert cfg.training.min_lr_factor == 0.1 and cfg.data.patch_size == 160
+    assert cfg.optimizer.betas == (0.9, 0.99)
+    assert cfg.optimizer.build_kwargs() == {"lr": 3e-4, "znorm_eps": 1e-6, "betas": (0.9, 0.99)}
+    # A key deeper than SECTION.KEY, and the last of two values for one key wins.
+    deep = cli("--set", "optimizer.options.znorm_eps=1e-6",
+               "--set", "optimizer.options.max_grad_norm=2",
+               "--set", "training.epochs=4", "--epochs", "3")
+    assert deep == {"optimizer": {"options": {"znorm_eps": 1e-6, "max_grad_norm": 2}},
+                    "training": {"epochs": 4}}
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         cli("--set", "epochs=3")
+    with pytest.raises(ConfigError, match="training.epochs: Input should be a valid integer.*"
+                                          "--set training.epochs="):
+        load_config(None, cli("--set", "training.epochs=many"))
+    with pytest.raises(ConfigError, match="training.epoch: Extra inputs are not permitted"):
+        load_config(None, cli("--set", "training.epoch=3"))
+
+
+def test_show_config_prints_every_key_resolved(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LGGSEG_TRAINING__SEED", "7")
+    assert main(["--config", str(REPO / "configs" / "smoke.yaml"), "--show-config",
+                 "--set", "optimizer.lr=3e-4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == load_config(REPO / "configs" / "smoke.yaml",
+                                {"optimizer": {"lr": 3e-4}}).to_dict()
+    assert shown["optimizer"]["lr"] == 3e-4 and shown["training"]["seed"] == 7
+    assert shown["model"]["backbone"] == "resnet18"  # the YAML's
+    assert list(shown) == ["data", "preprocessing", "model", "optimizer", "training"]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +138,7 @@ def test_missing_or_malformed_yaml(tmp_path: Path) -> None:
 def test_resolved_config_round_trips_through_yaml(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LGGSEG_DATA__LIMIT_PATIENTS", "12")
-    cfg = load_config(REPO / "configs" / "smoke.yaml", cli("--lr", "0.005"))
+    cfg = load_config(REPO / "configs" / "smoke.yaml", cli("--set", "optimizer.lr=0.005"))
     write_config(cfg, tmp_path / "config.yaml")
     monkeypatch.delenv("LGGSEG_DATA__LIMIT_PATIENTS")
     written = yaml.safe_load((tmp_path / "config.yaml").read_text())
@@ -128,6 +164,24 @@ def test_main_reports_config_errors_with_exit_code_2(
     assert main(["--out", str(tmp_path / "run")]) == 2
     assert "no data folder" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own exit code for usage errors
+        main(["--data-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--out RUN_DIR is required" in capsys.readouterr().err
+
+
+def test_help_shows_examples_and_how_to_list_the_keys(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--set optimizer.lr=3e-4 --set data.patch_size=160" in text
+    assert "--show-config" in text and "LGGSEG_TRAINING__EPOCHS=3" in text
+    flags = {a.option_strings[-1] for a in build_parser()._actions if a.option_strings}
+    assert flags == {"--help", "--out", "--config", "--data-dir", "--epochs", "--set",
+                     "--show-config", "--resume", "--warm-restart", "--stop-after-epochs"}
 
 
 def test_resume_uses_the_run_config_and_allows_only_safe_changes(tmp_path: Path) -> None:

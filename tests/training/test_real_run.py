@@ -23,8 +23,9 @@ def test_short_real_run_trains_checkpoints_and_evaluates(lgg_dir: Path, tmp_path
     code = train_main([
         "--config", str(REPO / "configs" / "smoke.yaml"),
         "--data-dir", str(lgg_dir), "--out", str(run),
-        "--limit-patients", "4", "--image-size", "64", "--backbone", "resnet18",
-        "--epochs", "2", "--num-workers", "0", "--device", "cpu",
+        "--epochs", "2", "--set", "data.limit_patients=4", "--set", "preprocessing.image_size=64",
+        "--set", "model.backbone=resnet18", "--set", "data.num_workers=0",
+        "--set", "training.device=cpu",
     ])
     assert code == 0
     split = Split.from_json(run / "split.json")

@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file
 
 from models.checkpoint import load_checkpoint
-from tests.training.conftest import tiny_args
+from tests.training.conftest import sets, tiny_args
 from training import train as train_module
 from training.checkpointing import load_resume
 from training.distributed import state_sha256
@@ -96,7 +96,7 @@ def test_stop_then_resume_equals_uninterrupted(
 
 def test_resume_refuses_a_changed_experiment(synthetic_lgg: Path, reference_run: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--out", str(reference_run), "--resume", "--lr", "0.1"])
+    code = main(["--out", str(reference_run), "--resume", "--set", "optimizer.lr=0.1"])
     assert code == 2
     assert "cannot change optimizer.lr" in capsys.readouterr().err
 
@@ -111,7 +111,8 @@ def test_resume_refuses_a_changed_schedule_and_says_how_to_continue(
 ) -> None:
     out = _copy_run(reference_run, tmp_path)
     config_before = (out / "config.yaml").read_text()
-    changes = (["--epochs", "4"], ["--warmup-epochs", "0"], ["--set", "training.min_lr_factor=0.5"])
+    changes = (["--epochs", "4"], sets("training.warmup_epochs=0"),
+               sets("training.min_lr_factor=0.5"))
     for flags in changes:
         assert main(["--data-dir", str(synthetic_lgg), "--out", str(out), "--resume", *flags]) == 2
         err = capsys.readouterr().err
@@ -209,8 +210,8 @@ def test_diverging_learning_rate_stops_before_any_checkpoint(
 ) -> None:
     out = tmp_path / "run"
     with caplog.at_level(logging.ERROR, logger="training.train"):
-        code = main(tiny_args(synthetic_lgg, out, "--lr", "1e30", "--optimizer", "adam",
-                              "--warmup-epochs", "0"))
+        code = main(tiny_args(synthetic_lgg, out, *sets("optimizer.lr=1e30", "optimizer.name=adam",
+                                                       "training.warmup_epochs=0")))
     assert code == 3
     assert "non-finite training loss" in caplog.text and "in epoch 1" in caplog.text
     assert "Last good checkpoint: none" in caplog.text
@@ -240,7 +241,7 @@ def test_killed_run_resumes_to_the_same_weights(
 ) -> None:
     out = tmp_path / "run"
     # Same thread count as the in-process reference so the arithmetic is identical.
-    args = tiny_args(synthetic_lgg, out, "--num-threads", str(torch.get_num_threads()))
+    args = tiny_args(synthetic_lgg, out, "--set", f"training.num_threads={torch.get_num_threads()}")
     proc = subprocess.Popen(_train_command(*args), cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
