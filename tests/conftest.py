@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.inference.samples import make_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LGG = REPO.parent / "shared" / "data" / "lgg" / "kaggle_3m"
+TRAINING_PATIENT = "TCGA_CS_4941_19960909"
+"""The tiny checkpoint's card lists this (real) patient as a training patient."""
 
 # Two cores: keep intra-op threads fixed so tests are repeatable and do not oversubscribe.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -41,3 +45,17 @@ def lgg_dir() -> Path:
             "(set LGGSEG_TEST_DATA_DIR to a kaggle_3m folder to run this test)"
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small checkpoint every test shares: resnet18, 64 x 64 input, seed 0, random weights
+    (predictions are meaningless, probabilities all near 0.5, but every code path is the real
+    one), with a full model card. Tests that modify a checkpoint build their own with
+    ``tests.inference.samples.make_checkpoint``."""
+    return make_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.safetensors",
+        metrics={"test_mean_patient_dice": 0.5},
+        split={"seed": 0, "train": [TRAINING_PATIENT], "val": [], "test": []},
+        data_source="random weights for tests",
+    )

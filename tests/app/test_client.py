@@ -79,7 +79,7 @@ def test_segment_volume_returns_masks_on_the_input_grid(
 
 def test_api_segmenter_reads_card_and_version(client: ApiClient) -> None:
     segmenter = backend.ApiSegmenter(client)
-    assert segmenter.card()["name"] == "tiny-test-model"
+    assert segmenter.card()["name"] == "test-resnet18"
     assert "served by the API at http://testserver" in segmenter.description
     assert client.ready() in segmenter.key
 

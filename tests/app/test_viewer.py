@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from data import kaggle3m
 from inference import metrics
 from inference.predictor import Predictor
-from tests.app.conftest import TRAINING_PATIENT
+from tests.conftest import TRAINING_PATIENT
 
 VIEWER = str(Path(__file__).resolve().parents[2] / "app" / "viewer.py")
 TIMEOUT = 60

@@ -1,4 +1,4 @@
-"""Fixtures for the inference tests: small random-weights checkpoints (fixed seed)."""
+"""Fixtures for the inference tests; ``tiny_checkpoint`` comes from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from tests.inference.samples import make_checkpoint
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """resnet18, 64 x 64 input, seed 0, random weights (probabilities all near 0.5)."""
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="session")
 def spread_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Like ``tiny_checkpoint`` but with logits spread (x2e4), so masks are partly empty."""
+    """Like ``tiny_checkpoint`` (tests/conftest.py) but with logits spread (x2e4), so masks
+    are partly empty."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "spread.safetensors", logit_scale=2e4)

@@ -27,24 +27,26 @@ def make_checkpoint(
     image_size: int = 64,
     seed: int = 0,
     logit_scale: float | None = None,
+    **card: Any,
 ) -> Path:
     """Write a random-weights checkpoint (weights + card) and return the weights path.
 
     ``logit_scale`` spreads the logits like a trained model's (random weights alone give
     logits near one constant, i.e. every probability near 0.5): see ``_spread_logits``.
+    ``card`` adds or replaces card entries (e.g. ``split``, ``metrics``).
     """
     torch.manual_seed(seed)
     model_cfg = ModelConfig(backbone=backbone)  # type: ignore[arg-type]
     model = build_model(model_cfg)
     if logit_scale is not None:
         _spread_logits(model, logit_scale, image_size)
-    card = {
+    save_checkpoint(path, model, {
         "name": f"test-{backbone}",
         "version": "0.0.1",
         "model": model_cfg.model_dump(mode="json"),
         "preprocessing": PreprocessingConfig(image_size=image_size).to_card(),
-    }
-    save_checkpoint(path, model, card)
+        **card,
+    })
     return path
 
 

@@ -76,9 +76,8 @@ def test_predictor_feeds_the_model_exactly_a_dataset_item(
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    checkpoint = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors")
-    with TestClient(create_app(settings(checkpoint))) as c:
+def client(tiny_checkpoint: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(tiny_checkpoint))) as c:
         yield c
 
 

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from data.preprocessing import PreprocessingConfig
 from data.split import Split
 from inference.metrics import dice_from_counts, summarize, volume_metrics
 from inference.postprocessing import keep_largest_component
-from models.checkpoint import save_checkpoint
-from models.network import ModelConfig, build_model
+from tests.inference.samples import make_checkpoint
 from training.engine import ValidationResult
 from training.evaluate import evaluate
 from training.evaluate import main as evaluate_main
@@ -117,16 +114,10 @@ def test_warmup_then_cosine_schedule() -> None:
 
 
 def untrained_checkpoint(data_dir: Path, path: Path) -> tuple[Path, Split]:
-    torch.manual_seed(0)
-    model_cfg = ModelConfig(backbone="resnet18")
+    """The tiny random-weights checkpoint at 32 px, its card's split over ``data_dir``."""
     patients = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
     split = Split(train=patients[:5], val=patients[5:6], test=patients[6:], seed=0)
-    save_checkpoint(path, build_model(model_cfg), {
-        "model": model_cfg.model_dump(mode="json"),
-        "preprocessing": PreprocessingConfig(image_size=32).to_card(),
-        "split": split.to_dict(),
-    })
-    return path, split
+    return make_checkpoint(path, image_size=32, split=split.to_dict()), split
 
 
 def test_evaluate_writes_consistent_outputs(synthetic_lgg: Path, tmp_path: Path,
