@@ -182,15 +182,11 @@ class Scores:
         }
 
 
-def slice_metrics(prediction: np.ndarray, truth: np.ndarray | None) -> Scores:
-    """Dice, IoU and areas of one slice (``inference.metrics`` conventions: both empty -> 1)."""
+def score(prediction: np.ndarray, truth: np.ndarray | None) -> Scores:
+    """Dice, IoU and areas of a slice, or of a volume with every voxel counted once (not a mean
+    over slices); ``inference.metrics`` conventions: both empty -> 1."""
     if truth is None:
         return Scores(None, None, metrics.area(prediction), None, int(np.asarray(prediction).size))
     scores = metrics.slice_scores(prediction, truth)
     return Scores(scores.dice, scores.iou, scores.predicted_pixels, scores.true_pixels,
                   scores.total_pixels)
-
-
-def volume_scores(prediction: np.ndarray, truth: np.ndarray | None) -> Scores:
-    """Volumetric Dice and IoU: every voxel of the stack counts once (not a mean over slices)."""
-    return slice_metrics(prediction, truth)

@@ -32,6 +32,7 @@ from app import backend, card, exports, overlay, uploads  # noqa: E402
 from app.client import ApiClient  # noqa: E402
 from app.settings import ViewerSettings  # noqa: E402
 from data import kaggle3m, naming  # noqa: E402
+from inference.outputs import mask_to_nifti, mask_to_png, nifti_to_gz_bytes  # noqa: E402
 
 logger = logging.getLogger("app.viewer")
 
@@ -195,7 +196,7 @@ def model_card_summary(model_card: dict[str, Any]) -> None:
 def slice_scores(
     name: str, prediction: backend.Segmentation, truth: np.ndarray | None
 ) -> dict[str, Any]:
-    scores = backend.slice_metrics(prediction.mask, truth)
+    scores = backend.score(prediction.mask, truth)
     row: dict[str, Any] = {"slice": name}
     row.update(scores.as_row())
     row["max_probability"] = round(prediction.max_probability, 4)
@@ -246,7 +247,7 @@ def show_slice(
     def download() -> None:
         st.download_button(
             "Download the predicted mask (PNG)",
-            data=exports.mask_png(pred),
+            data=mask_to_png(pred),
             file_name=f"{naming.stem(name)}_predicted_mask.png",
             mime="image/png",
             key=f"png-{key}",
@@ -390,7 +391,7 @@ def show_stack(
             names, predictions, truths if truths is not None else [None] * len(names),
             strict=True)]
         masks = np.stack([p.mask for p in predictions], axis=2)
-        summary = backend.volume_scores(masks, np.stack(truths, axis=2) if truths else None)
+        summary = backend.score(masks, np.stack(truths, axis=2) if truths else None)
         cols = st.columns(4)
         if summary.dice is not None:
             cols[0].metric("Volumetric Dice", f"{summary.dice:.3f}",
@@ -405,7 +406,7 @@ def show_stack(
     a, b = st.columns(2)
     a.download_button(
         "Download the predicted mask volume (NIfTI)",
-        data=exports.mask_nifti(masks, affine, header),
+        data=nifti_to_gz_bytes(mask_to_nifti(masks, affine, header)),
         file_name=f"{naming.stem(title)}_predicted_mask.nii.gz",
         mime="application/gzip",
         key=f"nifti-{key}",

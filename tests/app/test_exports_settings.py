@@ -1,41 +1,16 @@
-"""app/exports.py (downloads built in memory) and app/settings.py (LGGSEG_* environment)."""
+"""app/exports.py (the metrics download) and app/settings.py (LGGSEG_* environment)."""
 
 from __future__ import annotations
 
-import gzip
 import io
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from app import exports
 from app.settings import ViewerSettings
 from models import BUNDLED_CHECKPOINT
-
-
-def test_mask_png_is_0_255_of_the_slices_size() -> None:
-    mask = np.zeros((20, 30), np.uint8)
-    mask[5:10, 3:8] = 1
-    decoded = np.asarray(Image.open(io.BytesIO(exports.mask_png(mask))))
-    assert decoded.shape == (20, 30) and decoded.dtype == np.uint8
-    np.testing.assert_array_equal(decoded, mask * 255)
-    with pytest.raises(ValueError, match="H x W"):
-        exports.mask_png(np.zeros((2, 3, 4)))
-
-
-def test_mask_nifti_keeps_the_grid_and_the_affine() -> None:
-    masks = np.zeros((16, 12, 5), np.uint8)
-    masks[4:8, 2:6, 3] = 1
-    affine = np.array([[0.9, 0, 0, -10], [0, 0.9, 0, 5], [0, 0, 3.0, 2], [0, 0, 0, 1]])
-    image = nib.Nifti1Image.from_bytes(gzip.decompress(exports.mask_nifti(masks, affine)))
-    np.testing.assert_array_equal(np.asarray(image.dataobj), masks)
-    assert image.get_data_dtype() == np.uint8
-    np.testing.assert_allclose(image.affine, affine)
-    np.testing.assert_allclose(image.header.get_zooms(), (0.9, 0.9, 3.0))
 
 
 def test_metrics_csv_has_a_header_and_one_line_per_row() -> None:
