@@ -102,11 +102,11 @@ class ApiClient:
         """``GET /v1/model``: ``model_version``, ``threshold``, ``card`` (the model card)..."""
         return self._json(self._request("GET", "/v1/model"))
 
-    def segment(self, data: bytes, filename: str = "slice") -> ApiSegmentation:
+    def segment(self, data: bytes) -> ApiSegmentation:
         """Send one slice's file bytes as they are."""
         body = self._json(self._request(
             "POST", "/v1/segment", params={"format": "json"},
-            files={"file": (filename, data, "application/octet-stream")},
+            files={"file": ("slice", data, "application/octet-stream")},
         ))
         try:
             mask = binary_mask(decode_slice(base64.b64decode(body["mask_png"], validate=True)))
@@ -115,11 +115,11 @@ class ApiClient:
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeProblem) as exc:
             raise _unexpected("POST /v1/segment", exc) from exc
 
-    def segment_volume(self, data: bytes, filename: str = "volume") -> ApiVolumeSegmentation:
+    def segment_volume(self, data: bytes) -> ApiVolumeSegmentation:
         """Send a NIfTI volume (or a zip of slices) as it is."""
         body = self._json(self._request(
             "POST", "/v1/segment/volume", params={"format": "json"},
-            files={"file": (filename, data, "application/octet-stream")},
+            files={"file": ("volume", data, "application/octet-stream")},
         ))
         try:
             masks = decode_nifti(base64.b64decode(body["mask_nifti_gz"], validate=True)).data

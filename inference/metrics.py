@@ -15,7 +15,7 @@ Conventions (fixed, so numbers are comparable everywhere):
   the unit: ``hd95_mm`` or ``hd95_px`` (:func:`hd95_key`).
 - Over patients, NaN values are left out of means, medians and standard deviations (sample std,
   n - 1); the count of patients that entered each statistic is reported next to it.
-- Areas are pixel counts; ``*_mm2`` fields appear only when a pixel spacing is given.
+- Areas are pixel counts.
 
 Per-patient (volumetric) scores stack a patient's slices into one 3-D volume, so a patient counts
 once however many slices it has.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,31 +84,18 @@ class SliceScores:
     true_pixels: int
     intersection_pixels: int
     total_pixels: int
-    predicted_mm2: float | None = None
-    true_mm2: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
-def slice_scores(
-    prediction: np.ndarray,
-    target: np.ndarray,
-    pixel_spacing_mm: tuple[float, float] | None = None,
-) -> SliceScores:
-    """Dice, IoU and areas of one slice; areas in mm² too when the pixel spacing is known."""
+def slice_scores(prediction: np.ndarray, target: np.ndarray) -> SliceScores:
+    """Dice, IoU and areas (pixels) of one slice, or of a volume with every voxel counted once."""
     pred, true = _binary_pair(prediction, target)
-    pred_px, true_px = int(pred.sum()), int(true.sum())
-    pixel_mm2 = None if pixel_spacing_mm is None else float(np.prod(pixel_spacing_mm))
     return SliceScores(
         dice=dice(pred, true),
         iou=iou(pred, true),
-        predicted_pixels=pred_px,
-        true_pixels=true_px,
+        predicted_pixels=int(pred.sum()),
+        true_pixels=int(true.sum()),
         intersection_pixels=int(np.logical_and(pred, true).sum()),
         total_pixels=int(pred.size),
-        predicted_mm2=None if pixel_mm2 is None else pred_px * pixel_mm2,
-        true_mm2=None if pixel_mm2 is None else true_px * pixel_mm2,
     )
 
 

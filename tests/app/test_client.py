@@ -55,7 +55,7 @@ def client(api: TestClient) -> ApiClient:
 
 def test_segment_returns_the_predictors_mask(client: ApiClient, tiny_checkpoint: Path) -> None:
     image = _slice()
-    answer = client.segment(_tif(image), "s.tif")
+    answer = client.segment(_tif(image))
     expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(image)
     assert answer.mask.shape == (64, 64) and answer.mask.dtype == np.uint8
     np.testing.assert_array_equal(answer.mask, expected.mask)
@@ -69,7 +69,7 @@ def test_segment_volume_returns_masks_on_the_input_grid(
 ) -> None:
     volume = np.stack([_slice(seed) for seed in range(3)], axis=2)  # 64 x 64 x 3 x 3
     affine = np.diag([0.9, 0.9, 3.0, 1.0])
-    answer = client.segment_volume(_nifti(volume, affine), "v.nii.gz")
+    answer = client.segment_volume(_nifti(volume, affine))
     expected = Predictor.from_checkpoint(tiny_checkpoint).predict_volume(volume)
     assert answer.masks.shape == (64, 64, 3)
     np.testing.assert_array_equal(answer.masks, expected.masks)
@@ -86,7 +86,7 @@ def test_api_segmenter_reads_card_and_version(client: ApiClient) -> None:
 
 def test_refusals_carry_the_apis_reason(client: ApiClient, api: TestClient) -> None:
     with pytest.raises(ApiError, match=r"415 .*GIF is not supported"):
-        client.segment(b"GIF89a" + bytes(32), "x.gif")
+        client.segment(b"GIF89a" + bytes(32))
     without_key = ApiClient("http://testserver", http=api)
     api.headers.pop("X-API-Key")
     with pytest.raises(ApiError, match=r"401 .*X-API-Key"):
@@ -178,7 +178,7 @@ def test_a_one_slice_zip_comes_back_as_a_one_slice_volume(
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("s_1.tif", _tif(image))
-    answer = client.segment_volume(buffer.getvalue(), "one.zip")
+    answer = client.segment_volume(buffer.getvalue())
     expected = Predictor.from_checkpoint(tiny_checkpoint).predict_slice(image)
     assert answer.masks.shape == (64, 64, 1)
     np.testing.assert_array_equal(answer.masks[:, :, 0], expected.mask)

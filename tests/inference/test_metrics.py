@@ -29,20 +29,18 @@ def test_shape_mismatch_raises() -> None:
         dice(np.zeros((2, 2)), np.zeros((2, 3)))
 
 
-def test_slice_scores_with_spacing() -> None:
+def test_slice_scores_count_pixels() -> None:
     pred = np.zeros((10, 10), bool)
     true = np.zeros((10, 10), bool)
     pred[2:6, 2:6] = True  # 16
     true[4:8, 4:8] = True  # 16, overlap 4
-    scores = slice_scores(pred, true, pixel_spacing_mm=(0.5, 2.0))
+    scores = slice_scores(pred, true)
     assert scores.intersection_pixels == 4
     assert scores.predicted_pixels == scores.true_pixels == 16
     assert scores.dice == pytest.approx(8 / 32)
     assert scores.iou == pytest.approx(4 / 28)
-    assert scores.predicted_mm2 == pytest.approx(16.0)
     assert scores.total_pixels == 100
     assert area(pred) == 16
-    assert slice_scores(pred, true).predicted_mm2 is None
 
 
 def test_hd95_is_in_mm_along_each_axis_when_the_spacing_is_known() -> None:
