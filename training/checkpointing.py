@@ -97,13 +97,6 @@ def build_card(
     }
 
 
-def save_weights(run_dir: Path, name: str, model: torch.nn.Module, card: dict[str, Any]) -> Path:
-    """Write ``run_dir/<name>.safetensors`` and its card atomically; returns the weights path."""
-    path = run_dir / f"{name}.safetensors"
-    save_checkpoint(path, model, card)
-    return path
-
-
 def save_epoch(
     run_dir: Path,
     model: torch.nn.Module,
@@ -116,9 +109,8 @@ def save_epoch(
     best: bool,
 ) -> None:
     """Everything an epoch leaves behind, in crash-safe order: best, last, then resume.pt."""
-    if best:
-        save_weights(run_dir, "best", model, card)
-    save_weights(run_dir, "last", model, card)
+    for name in ("best", "last") if best else ("last",):
+        save_checkpoint(run_dir / f"{name}.safetensors", model, card)
     save_resume(run_dir / "resume.pt", model, optimizer, scheduler, progress, rng)
 
 

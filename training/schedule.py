@@ -38,31 +38,6 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, final_facto
     return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    *,
-    warmup_steps: int,
-    total_steps: int,
-    final_factor: float,
-    start_step: int = 0,
-    step: int = 0,
-) -> LambdaLR:
-    """A LambdaLR whose state (step count, base LRs) goes into resume.pt.
-
-    The warm-up begins at optimizer step ``start_step`` (0, or where a warm restart begins) and
-    the scheduler is positioned at step ``step``: the param groups get that step's LR (``step`` >
-    0 needs their ``initial_lr``, the peak LR).
-    """
-    factor = partial(
-        _from_start,
-        start_step=start_step,
-        warmup_steps=warmup_steps,
-        total_steps=total_steps,
-        final_factor=final_factor,
-    )
-    return LambdaLR(optimizer, lr_lambda=factor, last_epoch=step - 1)
-
-
 def _from_start(step: int, *, start_step: int, **curve: Any) -> float:
     return warmup_cosine(max(0, step - start_step), **curve)
 
@@ -105,15 +80,17 @@ class CosineSchedule:
     def scheduler(
         self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, *, step: int
     ) -> LambdaLR:
-        """This schedule as a scheduler positioned at optimizer step ``step`` (0 for a new run,
-        the run's step for a resume or a warm restart), peak LR ``lr`` in every param group."""
+        """This schedule as a LambdaLR (its state goes into resume.pt) positioned at optimizer
+        step ``step`` (0 for a new run, the run's step for a resume or a warm restart): every
+        param group gets that step's LR, from the peak LR ``lr``. The warm-up begins at step
+        ``at_step``."""
         for group in optimizer.param_groups:
             group["initial_lr"] = self.lr
-        return build_scheduler(
-            optimizer,
+        factor = partial(
+            _from_start,
+            start_step=self.at_step,
             warmup_steps=round(self.warmup_epochs * steps_per_epoch),
             total_steps=(self.epochs - self.after_epoch) * steps_per_epoch,
             final_factor=self.min_lr_factor,
-            start_step=self.at_step,
-            step=step,
         )
+        return LambdaLR(optimizer, lr_lambda=factor, last_epoch=step - 1)
