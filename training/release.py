@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.atomic import atomic_write_json
 from data.dataset import SliceDataset
 from data.kaggle3m import DatasetError, PatientRecord, scan_dataset
 from data.preprocessing import PreprocessingConfig
@@ -41,7 +42,6 @@ from models import BUNDLED_CHECKPOINT
 from models.checkpoint import (
     INTENDED_USE,
     CheckpointError,
-    atomic_write_json,
     build_from_card,
     card_path,
     load_card,

@@ -15,7 +15,7 @@ from training.data_loading import (
     epoch_seed,
     select_patients,
 )
-from training.runtime import setup_runtime
+from training.distributed import setup_runtime
 
 
 def test_weighted_sampler_shards_one_reproducible_draw_over_ranks() -> None:

@@ -107,7 +107,8 @@ def test_a_final_fit_trains_on_val_and_releases_its_last_epoch(
 def test_a_final_fit_cannot_stop_early_on_its_own_training_patients(
     synthetic_lgg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = train_main(tiny_args(synthetic_lgg, tmp_path / "run", "--patience", "3",
+    code = train_main(tiny_args(synthetic_lgg, tmp_path / "run",
+                                "--set", "training.early_stopping_patience=3",
                                 "--set", "data.train_on_val=true"))
     assert code != 0
     assert "early_stopping_patience" in capsys.readouterr().err
