@@ -105,7 +105,7 @@ def test_upload_slice_and_mask_in_chromium(
     record = _largest_tumour_slice(lgg_dir)
     predicted = Predictor.from_checkpoint(checkpoint).predict_slice(
         kaggle3m.read_image(record.image_path)).mask
-    expected_dice = f"{metrics.dice(predicted, kaggle3m.read_mask(record.mask_path)):.3f}"
+    expected_dice = metrics.dice(predicted, kaggle3m.read_mask(record.mask_path))
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -121,7 +121,9 @@ def test_upload_slice_and_mask_in_chromium(
                 has=page.get_by_text("Dice", exact=True))
             dice.first.wait_for(timeout=30_000)
             shown = dice.first.locator("[data-testid='stMetricValue']").inner_text().strip()
-            assert shown == expected_dice
+            # The viewer's Predictor runs in another process (other batch and thread layout), so
+            # a bf16 pixel or two may flip: the shown 3-decimal Dice agrees within 0.002.
+            assert float(shown) == pytest.approx(expected_dice, abs=0.002)
             assert page.locator("[data-testid='stException']").count() == 0
             assert page.locator("[data-testid='stAlertContentError']").count() == 0
             page.wait_for_timeout(500)  # let the image finish painting
