@@ -120,7 +120,7 @@ def release_card(card: dict[str, Any], version: str, note: str | None) -> dict[s
 
 
 def scored_metrics(
-    summaries: dict[str, dict[str, Any]], trained_on_val: bool = False
+    summaries: dict[str, dict[str, Any]], val_in_sample: bool = False
 ) -> dict[str, Any]:
     """The card's ``metrics`` from ``training.evaluate`` summaries of the released file;
     ``val_in_sample`` marks validation figures of a model trained on those patients."""
@@ -132,7 +132,7 @@ def scored_metrics(
         metrics[f"{part}_patients"] = summary["patients"]
         metrics[f"{part}_patient_dice"] = summary["patient_dice"]
     first = next(iter(summaries.values()))
-    if "val" in summaries and trained_on_val:
+    if "val" in summaries and val_in_sample:
         metrics["val_in_sample"] = True
     metrics.update(
         convention=first["convention"],
