@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -21,6 +21,7 @@ from inference.api.deps import (
 from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
 from inference.decode import (
     MM3_PER_ML,
+    Volume,
     decode_slice,
     decode_volume,
     lossy_warning,
@@ -64,6 +65,24 @@ def slice_summaries(
         )
         for s in prediction.slices
     ]
+
+
+def volume_fields(volume: Volume, prediction: VolumePrediction) -> dict[str, Any]:
+    """The fields every volume answer shares: shape, tumour voxels and slices, the voxel
+    spacing and volume in mm (or why there is none), the tumour's ml and the per-slice lines."""
+    spacing, no_volume = voxel_spacing_mm(volume)
+    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
+    return {
+        "shape": prediction.masks.shape,
+        "tumour_voxels": prediction.tumour_voxels,
+        "tumour_slices": sum(1 for s in prediction.slices if s.tumour_pixels > 0),
+        "voxel_spacing_mm": spacing,
+        "voxel_volume_mm3": voxel_mm3,
+        "tumour_volume_ml": None if voxel_mm3 is None
+        else prediction.tumour_voxels * voxel_mm3 / MM3_PER_ML,
+        "volume_unavailable": no_volume,
+        "slices": slice_summaries(prediction, spacing),
+    }
 
 
 def input_warnings(data: bytes, headers: dict[str, str]) -> list[str]:
@@ -179,21 +198,9 @@ async def segment_volume(
     if response_format == "nifti":
         headers["Content-Disposition"] = 'attachment; filename="mask.nii.gz"'
         return Response(blob, media_type="application/gzip", headers=headers)
-    height, width, depth = prediction.masks.shape
-    spacing, no_volume_reason = voxel_spacing_mm(volume)
-    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
     result = VolumeResult(
-        shape=(height, width, depth),
+        **volume_fields(volume, prediction),
         source=volume.source,
-        tumour_voxels=prediction.tumour_voxels,
-        tumour_slices=tumour_slices,
-        voxel_volume_mm3=voxel_mm3,
-        voxel_spacing_mm=spacing,
-        tumour_volume_ml=None
-        if voxel_mm3 is None
-        else prediction.tumour_voxels * voxel_mm3 / MM3_PER_ML,
-        volume_unavailable=no_volume_reason,
-        slices=slice_summaries(prediction, spacing),
         mask_nifti_gz=base64.b64encode(blob).decode("ascii"),
         warnings=warnings,
         model_version=version,

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -30,11 +29,11 @@ from inference.api.deps import (
     multipart_body,
     require_api_key,
 )
-from inference.api.routers.segment import ERRORS, slice_summaries
+from inference.api.routers.segment import ERRORS, volume_fields
 from inference.api.schemas import SliceSummaryOut
 from inference.api.service import ModelService
 from inference.api.settings import ServeSettings
-from inference.decode import MM3_PER_ML, Volume, decode_nifti, decoded_size, voxel_spacing_mm
+from inference.decode import MM3_PER_ML, Volume, decode_nifti, decoded_size
 from inference.metrics import dice, hd95, hd95_key
 from inference.outputs import mask_to_nifti, nifti_to_gz_bytes
 from inference.predictor import VolumePrediction
@@ -116,20 +115,8 @@ async def _segment(request: Request, service: ModelService, volume: Volume) -> V
 def _result(
     volume: Volume, prediction: VolumePrediction, blob: bytes, version: str
 ) -> SequencesResult:
-    spacing, no_volume = voxel_spacing_mm(volume)
-    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
-    height, width, depth = prediction.masks.shape
     return SequencesResult(
-        shape=(height, width, depth),
-        tumour_voxels=prediction.tumour_voxels,
-        tumour_slices=sum(1 for s in prediction.slices if s.tumour_pixels > 0),
-        voxel_spacing_mm=spacing,
-        voxel_volume_mm3=voxel_mm3,
-        tumour_volume_ml=None
-        if voxel_mm3 is None
-        else prediction.tumour_voxels * voxel_mm3 / MM3_PER_ML,
-        volume_unavailable=no_volume,
-        slices=slice_summaries(prediction, spacing),
+        **volume_fields(volume, prediction),
         mask_nifti_gz=base64.b64encode(blob).decode("ascii"),
         model_version=version,
     )
