@@ -14,14 +14,14 @@ from fastapi.responses import JSONResponse
 from data.preprocessing import ChannelError
 from inference.api.batching import BatchTimeout, Overloaded
 from inference.api.deps import ClientGone
-from inference.api.metrics import MetricsMiddleware, ServiceMetrics
+from inference.api.telemetry import MetricsMiddleware, ServiceMetrics
 from inference.api.middleware import (
     BodySizeLimitMiddleware,
     UnhandledErrorMiddleware,
     WorkLimitMiddleware,
     install_access_log_filter,
 )
-from inference.api.routers import evaluate, health, model, segment, sequences
+from inference.api.routers import health, model, scoring, segment, sequences
 from inference.api.service import ModelService, NotReady, SlicePredictor, configure_threads
 from inference.api.settings import ServeSettings, get_settings
 from inference.decode import DecodeError, UnsupportedFormat, WrongKind
@@ -133,7 +133,7 @@ def create_app(
         return settings
 
     app.dependency_overrides[get_settings] = the_settings
-    for router in (health.router, segment.router, sequences.router, evaluate.router,
+    for router in (health.router, segment.router, sequences.router, scoring.router,
                    model.router):  # fmt: skip
         app.include_router(router)
     _add_error_handlers(app, settings, metrics)

@@ -17,7 +17,7 @@ from inference.api.admission import request_bytes
 from inference.api.middleware import is_keylike
 from inference.api.service import ModelService
 from inference.api.settings import ServeSettings, get_settings
-from inference.api.uploads import read_form
+from inference.api.multipart import read_form
 from inference.decode import decoded_size
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ ReadyServiceDep = Annotated[ModelService, Depends(ready_service)]
 
 
 class FormFiles:
-    """Read the named multipart fields into memory (see ``inference.api.uploads``).
+    """Read the named multipart fields into memory (see ``inference.api.multipart``).
 
     Twice the body's size (the parser's buffer and the field's bytes) is reserved from the
     memory budget before a byte is read, and held until the request ends: its Content-Length,

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from data.preprocessing import check_channels
 from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
-from inference.api.metrics import ServiceMetrics
+from inference.api.telemetry import ServiceMetrics
 from inference.api.settings import ServeSettings
 from inference.predictor import Predictor, SlicePrediction
 from models.checkpoint import CheckpointError
