@@ -53,11 +53,12 @@ from analysis.shape import FEATURES, largest_slice, shape_features
 from analysis.stats import AGREEMENT_COLUMNS, agreement, associations
 from data.atomic import atomic_write_bytes, atomic_write_json
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
-from data.split import PARTS, Split
+from data.split import PARTS
 from inference.metrics import dice
 from inference.postprocessing import keep_largest_component
 from inference.predictor import Predictor
 from models import BUNDLED_CHECKPOINT
+from models.card import ModelCard
 from models.checkpoint import CheckpointError
 
 logger = logging.getLogger("analysis.cohort")
@@ -86,11 +87,13 @@ class Options:
                 "features_version": FEATURES_VERSION}
 
 
-def model_splits(card: dict[str, Any]) -> dict[str, str]:
+def model_splits(card: ModelCard) -> dict[str, str]:
     """Patient id -> the part of the model's own split (train/val/test) it was in, if any."""
+    if card.split is None:
+        return {}
     try:
-        split = Split.from_dict(card["split"])
-    except (KeyError, TypeError, ValueError):
+        split = card.split.to_split()
+    except ValueError:
         return {}
     return {pid: part for part in PARTS for pid in split.part(part)}
 
@@ -265,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     joined = join(patients, read_clinical(clinical_path, _variables(args.variables)))
     predictor = _load_predictor(args)
     options = Options(
-        model=str(predictor.card.get("weights_sha256") or predictor.model_version),
+        model=predictor.card.weights_sha256 or predictor.model_version,
         threshold=predictor.threshold,
         largest_component=args.largest_component,
         spacing_mm=None if args.spacing_mm is None else tuple(args.spacing_mm),

@@ -73,7 +73,7 @@ class LocalSegmenter:
         return cls(predictor, checkpoint)
 
     def card(self) -> dict[str, Any]:
-        return dict(self.predictor.card)
+        return self.predictor.card.to_json()
 
     def segment(self, items: Sequence[tuple[bytes, np.ndarray]]) -> list[Segmentation]:
         try:

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.kaggle3m import read_image, read_mask, scan_dataset  # noqa: E402
-from data.split import Split  # noqa: E402
 from inference.metrics import dice  # noqa: E402
 from inference.postprocessing import PostProcessing  # noqa: E402
 from inference.predictor import Predictor  # noqa: E402
@@ -57,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     plain = Predictor.from_checkpoint(args.checkpoint)
     tta = Predictor.from_checkpoint(args.checkpoint, tta=True)
-    split = Split.from_dict(plain.card["split"])
+    if plain.card.split is None:
+        raise SystemExit(f"{args.checkpoint.name}'s card has no patient split")
+    split = plain.card.split.to_split()
     patients = split.select(scan_dataset(args.data_dir), args.split)
     print(f"{plain.model_version}, {plain.precision}; {len(patients)} {args.split} patients; "
           f"CPU bf16 native: {cpu_supports_bf16()}", flush=True)

@@ -21,14 +21,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
-from data.preprocessing import PreprocessingConfig, preprocess_image, restore_size
-from models.checkpoint import CheckpointError, load_checkpoint
+from data.preprocessing import preprocess_image, restore_size
+from models.card import ModelCard
+from models.checkpoint import load_checkpoint
 from models.precision import Precision, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class Predictor:
     def __init__(
         self,
         model: torch.nn.Module,
-        card: dict[str, Any],
+        card: ModelCard,
         *,
         device: str | torch.device = "cpu",
         precision: Precision = "auto",
@@ -130,17 +129,14 @@ class Predictor:
         self.threshold = float(threshold)
         self.batch_size = batch_size
         self.card = card
-        try:
-            self.preprocessing = PreprocessingConfig.model_validate(card["preprocessing"])
-        except (KeyError, ValidationError) as exc:
-            raise CheckpointError(f"the card's preprocessing section is invalid: {exc}") from exc
+        self.preprocessing = card.preprocessing
         self.model = model.to(self.device).eval()
         if self.precision == "bf16":
             _cast_convolutions(self.model, torch.bfloat16)
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        sha = weights_sha256 or str(card.get("weights_sha256") or "unknown")
-        name = str(card.get("name") or "lggseg-model")
-        version = str(card.get("version") or "0")
+        sha = weights_sha256 or card.weights_sha256 or "unknown"
+        name = card.name or "lggseg-model"
+        version = card.version or "0"
         self.model_version = f"{name}-{version}+{sha[:12]}"
 
     @classmethod
@@ -160,11 +156,11 @@ class Predictor:
         (missing, truncated, tampered with, wrong architecture, invalid card).
         """
         model, card = load_checkpoint(path, device)
-        sha = card.get("weights_sha256")
+        sha = card.weights_sha256
         if not sha:  # verified by load_checkpoint when present; otherwise hash it ourselves
             sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        if "name" not in card:
-            card = {**card, "name": Path(path).stem}
+        if card.name is None:
+            card = card.with_updates(name=Path(path).stem)
         return cls(
             model,
             card,

@@ -1,8 +1,9 @@
 """Checkpoints: weights as safetensors plus a JSON model card beside them.
 
-``run/best.safetensors`` has its card in ``run/best.json``. The card carries everything needed to
-rebuild the model and its preprocessing (``model``, ``preprocessing``), plus the provenance
-(config, split, metrics, versions, hardware, wall time, intended use). Nothing is unpickled.
+``run/best.safetensors`` has its card in ``run/best.json``: a ``models.card.ModelCard``, which
+carries everything needed to rebuild the model and its preprocessing (``model``,
+``preprocessing``), plus the provenance (config, split, metrics, versions, hardware, wall time,
+intended use). Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -10,21 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from data.atomic import atomic_write_bytes, atomic_write_json
-from models.network import ModelConfig, build_model
+from models.card import FORMAT, INTENDED_USE, CheckpointError, ModelCard
+from models.network import build_model
 
-FORMAT = "lggseg-checkpoint/1"
-INTENDED_USE = "research, not for diagnostic use"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, tampered with or for another architecture."""
+__all__ = ["FORMAT", "INTENDED_USE", "CheckpointError", "card_path", "write_card",
+           "load_card", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 
 def card_path(weights: str | Path) -> Path:
@@ -34,20 +31,17 @@ def card_path(weights: str | Path) -> Path:
 def save_checkpoint(
     weights_path: str | Path,
     model: torch.nn.Module,
-    card: dict[str, Any],
+    card: ModelCard,
     dtype: torch.dtype | None = None,
-) -> dict[str, Any]:
+) -> ModelCard:
     """Save ``model`` weights and its card; returns the card written.
 
     ``dtype`` (e.g. ``torch.bfloat16``) stores the learnable parameters in that precision;
     buffers (BatchNorm running statistics, whose variances reach 1e7) always stay float32, since
     a narrow type cannot hold them. Non-finite values are refused, before the cast and after it.
-    ``card`` must hold ``model`` (a ModelConfig dump) and ``preprocessing``. The weights' SHA-256
-    is added so a tampered or truncated file is refused at load time.
+    The weights' SHA-256 is added to the card so a tampered or truncated file is refused at load
+    time, and the intended use if the card has none.
     """
-    for key in ("model", "preprocessing"):
-        if key not in card:
-            raise ValueError(f"the model card needs a '{key}' section")
     parameters = {name for name, _ in model.named_parameters()}
     state = {}
     for name, tensor in model.state_dict().items():
@@ -58,11 +52,16 @@ def save_checkpoint(
             _require_finite(name, t, f"casting to {dtype} gives")
         state[name] = t
     blob = save(state, metadata={"format": FORMAT})
-    full = {"format": FORMAT, **card, "weights_sha256": hashlib.sha256(blob).hexdigest()}
-    full.setdefault("intended_use", INTENDED_USE)
+    full = card.with_updates(intended_use=card.intended_use or INTENDED_USE,
+                             weights_sha256=hashlib.sha256(blob).hexdigest())
     atomic_write_bytes(weights_path, blob)
-    atomic_write_json(card_path(weights_path), full)
+    write_card(weights_path, full)
     return full
+
+
+def write_card(weights_path: str | Path, card: ModelCard) -> None:
+    """Write (or rewrite) the card beside ``weights_path``, atomically."""
+    atomic_write_json(card_path(weights_path), card.to_json())
 
 
 def _require_finite(name: str, tensor: torch.Tensor, what: str) -> None:
@@ -74,27 +73,19 @@ def _require_finite(name: str, tensor: torch.Tensor, what: str) -> None:
         )
 
 
-def load_card(weights_path: str | Path) -> dict[str, Any]:
+def load_card(weights_path: str | Path) -> ModelCard:
+    """The card beside ``weights_path``; CheckpointError naming the bad field if it is invalid."""
     path = card_path(weights_path)
     if not path.is_file():
         raise CheckpointError(f"model card not found: {path.name} must sit beside the weights")
     try:
-        card = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"model card {path.name} is not valid JSON: {exc}") from exc
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name} is not a {FORMAT} model card")
-    return card
+    return ModelCard.from_json(data, source=path.name)
 
 
-def trained_on_val(card: dict[str, Any]) -> bool:
-    """Whether the card's model was trained on its split's validation patients too (a final fit,
-    ``data.train_on_val``): its validation figures are then in-sample."""
-    data = card.get("config", {}).get("data", {})
-    return bool(data.get("train_on_val", False)) if isinstance(data, dict) else False
-
-
-def read_checkpoint(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     """The verified tensors and card of a checkpoint, without building the model.
 
     Checks presence, the card, the SHA-256 and the safetensors format, not the values:
@@ -106,10 +97,10 @@ def read_checkpoint(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], 
     card = load_card(path)
     blob = path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
-    if card.get("weights_sha256") not in (None, digest):
+    if card.weights_sha256 not in (None, digest):
         raise CheckpointError(
             f"{path.name} does not match its card (sha256 {digest[:12]}..., card says "
-            f"{str(card.get('weights_sha256'))[:12]}...): truncated or modified"
+            f"{str(card.weights_sha256)[:12]}...): truncated or modified"
         )
     try:
         state = load(blob)
@@ -118,15 +109,10 @@ def read_checkpoint(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], 
     return state, card
 
 
-def build_from_card(
-    card: dict[str, Any], state: dict[str, torch.Tensor], name: str
-) -> torch.nn.Module:
+def build_from_card(card: ModelCard, state: dict[str, torch.Tensor], name: str) -> torch.nn.Module:
     """The card's architecture with ``state`` loaded (float32, eval mode); CheckpointError if
     the tensors do not fit it."""
-    try:
-        model_cfg = ModelConfig.model_validate(card["model"])
-    except Exception as exc:  # pydantic.ValidationError or KeyError
-        raise CheckpointError(f"the card's model section is invalid: {exc}") from exc
+    model_cfg = card.model
     model = build_model(model_cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -149,7 +135,7 @@ def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
 
 def load_checkpoint(
     weights_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild the model from its card and load the weights (fp32, eval mode).
 
     Raises CheckpointError with the reason for a missing, truncated, tampered or mismatched file,

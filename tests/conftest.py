@@ -56,6 +56,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "tiny.safetensors",
         metrics={"test_mean_patient_dice": 0.5},
-        split={"seed": 0, "train": [TRAINING_PATIENT], "val": [], "test": []},
+        split={"seed": 0, "fractions": [0.7, 0.15, 0.15], "train": [TRAINING_PATIENT],
+               "val": [], "test": []},
         data_source="random weights for tests",
     )

@@ -20,7 +20,8 @@ import torch
 
 from data.atomic import atomic_write_bytes
 from data.split import Split
-from models.checkpoint import INTENDED_USE, save_checkpoint
+from models.card import FORMAT, INTENDED_USE, ModelCard
+from models.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.provenance import hardware, library_versions
 from training.runtime import Runtime
@@ -70,9 +71,10 @@ def build_card(
     progress: Progress,
     epoch_metrics: dict[str, float],
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ModelCard:
     """The model card stored beside every checkpoint (MONAI bundle metadata style)."""
-    return {
+    return ModelCard.from_json({
+        "format": FORMAT,
         "name": f"lggseg-{cfg.model.backbone}-unet-{cfg.optimizer.name}",
         "model": cfg.model.model_dump(mode="json"),
         "preprocessing": cfg.preprocessing.to_card(),
@@ -94,13 +96,13 @@ def build_card(
         "output": "1 x S x S logits; sigmoid > 0.5 = FLAIR abnormality (tumour)",
         "intended_use": INTENDED_USE,
         **(extra or {}),
-    }
+    })
 
 
 def save_epoch(
     run_dir: Path,
     model: torch.nn.Module,
-    card: dict[str, Any],
+    card: ModelCard,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     progress: Progress,

@@ -42,6 +42,7 @@ from data.split import PARTS, Split
 from inference.metrics import METRICS, summarize, volume_metrics
 from inference.postprocessing import PostProcessing
 from inference.predictor import Predictor
+from models.card import ModelCard
 from models.checkpoint import CheckpointError
 from training.runtime import cpu_model, resolve_device
 
@@ -180,7 +181,7 @@ def evaluate(
 
 
 def choose_patients(
-    card: dict[str, Any],
+    card: ModelCard,
     split_file: Path | None,
     patients: list[PatientRecord],
     name: str,
@@ -213,13 +214,13 @@ def choose_patients(
     return chosen
 
 
-def _load_split(card: dict[str, Any], split_file: Path | None) -> Split:
+def _load_split(card: ModelCard, split_file: Path | None) -> Split:
     if split_file is not None:
         return Split.from_json(split_file)
-    if "split" not in card:
+    if card.split is None:
         raise ValueError("the checkpoint card has no split; pass --split-file RUN_DIR/split.json "
                          "or --split folder")
-    return Split.from_dict(card["split"])
+    return card.split.to_split()
 
 
 def _summary(
@@ -239,7 +240,7 @@ def _summary(
         "patients": len(rows),
         "split": split_name,
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": predictor.card.get("weights_sha256"),
+        "checkpoint_sha256": predictor.card.weights_sha256,
         "model": predictor.model_version,
         "largest_component": post.largest_component,
         "postprocessing": post.describe(),

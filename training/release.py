@@ -33,22 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.atomic import atomic_write_json
 from data.dataset import SliceDataset
 from data.kaggle3m import DatasetError, PatientRecord, scan_dataset
 from data.preprocessing import PreprocessingConfig
-from data.split import Split
 from models import BUNDLED_CHECKPOINT
+from models.card import INTENDED_USE, ModelCard
 from models.checkpoint import (
-    INTENDED_USE,
     CheckpointError,
     build_from_card,
-    card_path,
     load_card,
     nonfinite_tensors,
     read_checkpoint,
     save_checkpoint,
-    trained_on_val,
+    write_card,
 )
 from training.checkpointing import DATA_SOURCE, IN_TRAINING_METRICS
 from training.evaluate import evaluate
@@ -100,23 +97,25 @@ def run_checkpoint(run_dir: Path) -> Path:
     last epoch of a final fit, whose validation patients were trained on (in-sample Dice
     cannot choose an epoch)."""
     last = run_dir / "last.safetensors"
-    if last.is_file() and trained_on_val(load_card(last)):
+    if last.is_file() and load_card(last).trained_on_val:
         return last
     return run_dir / "best.safetensors"
 
 
-def release_card(card: dict[str, Any], version: str, note: str | None) -> dict[str, Any]:
+def release_card(card: ModelCard, version: str, note: str | None) -> ModelCard:
     """The release model card: the source's provenance plus data source, citation, use."""
-    keys = ("model", "preprocessing", "config", "split", "epoch", "step", "versions",
+    keys = ("format", "model", "preprocessing", "config", "split", "epoch", "step", "versions",
             "hardware", "wall_time_s", "input", "output", "schedule", "repairs")
-    out = {k: card[k] for k in keys if k in card}
+    source = card.to_json()
+    out = {k: source[k] for k in keys if k in source}
     # The loop's own figures: kept apart from ``metrics``, which only holds the released file's.
-    training = {k: v for k, v in card.get("metrics", {}).items() if k in IN_TRAINING_METRICS}
+    recorded = card.metrics.model_dump(mode="json") if card.metrics else {}
+    training = {k: v for k, v in recorded.items() if k in IN_TRAINING_METRICS}
     out.update(name="lgg-resnet50-unet-znorm", version=version, data_source=DATA_SOURCE,
                citation=CITATION, intended_use=INTENDED_USE, metrics={}, training_metrics=training)
     if note:
         out["note"] = note
-    return out
+    return ModelCard.from_json(out)
 
 
 def scored_metrics(
@@ -150,9 +149,9 @@ def rescore(weights: Path, data_dir: Path, reports: Path, device: str = "auto") 
                                 device=device)
                  for part in SCORED_PARTS}
     card = load_card(weights)
-    card["metrics"] = scored_metrics(summaries, trained_on_val(card))
-    atomic_write_json(card_path(weights), card)
-    return dict(card["metrics"])
+    metrics = scored_metrics(summaries, card.trained_on_val)
+    write_card(weights, card.with_updates(metrics=metrics))
+    return metrics
 
 
 def calibration_batches(
@@ -193,7 +192,7 @@ def recalibrate_batchnorm(
 
 
 def repair(
-    model: torch.nn.Module, bad: list[str], card: dict[str, Any], data_dir: Path, slices: int
+    model: torch.nn.Module, bad: list[str], card: ModelCard, data_dir: Path, slices: int
 ) -> dict[str, Any]:
     """Re-estimate the BatchNorm statistics named in ``bad``; returns the card's record of it."""
     buffers = ("running_mean", "running_var")
@@ -201,12 +200,14 @@ def repair(
     if not all(name.endswith(buffers) for name in bad):
         raise CheckpointError(f"non-finite values outside BatchNorm statistics: {bad}; "
                               "this checkpoint cannot be repaired")
-    split = Split.from_dict(card["split"])
+    if card.split is None:
+        raise CheckpointError("the card has no patient split: no training slices to re-estimate "
+                              "BatchNorm statistics from")
+    split = card.split.to_split()
     train = split.select(scan_dataset(data_dir), "train")
     if not train:
         raise CheckpointError(f"none of the card's training patients is in {data_dir}")
-    preprocessing = PreprocessingConfig.model_validate(card["preprocessing"])
-    batches = calibration_batches(train, preprocessing, slices)
+    batches = calibration_batches(train, card.preprocessing, slices)
     recalibrate_batchnorm(model, modules, batches)
     used = sum(len(b) for b in batches)
     logger.info("re-estimated %s from %d training slices", ", ".join(modules), used)
@@ -226,26 +227,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports = args.reports or Path("runs") / f"release-{args.version}"
     try:
         state, card = read_checkpoint(source)
-        if "split" not in card:
+        if card.split is None:
             raise CheckpointError(f"{source.name}'s card has no patient split: cannot tell "
                                   "which patients are held out for scoring")
         model = build_from_card(card, state, source.name)
         bad = nonfinite_tensors(state)
-        repairs: list[dict[str, Any]] = list(card.get("repairs", []))
+        repairs: list[dict[str, Any]] = list(card.repairs or [])
         if bad and args.recalibrate_batchnorm < 1:
             raise CheckpointError(f"{source.name} holds non-finite values in {bad}; "
                                   "pass --recalibrate-batchnorm N to re-estimate them")
         if bad:
-            repairs.append({"from": source.name, "source_sha256": card.get("weights_sha256"),
+            repairs.append({"from": source.name, "source_sha256": card.weights_sha256,
                             **repair(model, bad, card, args.data_dir, args.recalibrate_batchnorm)})
-        new_card = release_card({**card, "repairs": repairs} if repairs else card, args.version,
-                                args.note)
+        new_card = release_card(card.with_updates(repairs=repairs) if repairs else card,
+                                args.version, args.note)
         save_checkpoint(args.out, model, new_card, dtype=getattr(torch, args.dtype))
         scores = rescore(args.out, args.data_dir, reports, args.device)
     except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    sha = load_card(args.out)["weights_sha256"][:12]
+    sha = str(load_card(args.out).weights_sha256)[:12]
     print(f"released {args.out} (parameters {args.dtype}, sha256 {sha}); scored through the "
           f"Predictor: test mean patient Dice {scores['test_mean_patient_dice']:.4f} over "
           f"{scores['test_patients']} patients, val {scores['val_mean_patient_dice']:.4f}"

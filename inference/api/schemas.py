@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from models.card import ModelCard
 
 MODEL_VERSION_EXAMPLE = "lgg-resnet50-unet-znorm-1.0.0+3f2a9c81d0b7"
 
@@ -40,7 +42,7 @@ class ModelInfo(BaseModel):
     device: str | None = None
     tta: bool | None = None
     threshold: float
-    card: dict[str, Any] = Field(description="the checkpoint's model card, as stored")
+    card: ModelCard = Field(description="the checkpoint's model card, as stored")
 
 
 class SegmentResult(BaseModel):

@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,9 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from data.preprocessing import check_channels
 from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
-from inference.api.telemetry import ServiceMetrics
 from inference.api.settings import ServeSettings
+from inference.api.telemetry import ServiceMetrics
 from inference.predictor import Predictor, SlicePrediction
+from models.card import ModelCard
 from models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class SlicePredictor(Protocol):
     """What the service needs from a predictor (``inference.Predictor`` is one)."""
 
-    card: dict[str, Any]
+    card: ModelCard
     model_version: str
     threshold: float
 

@@ -15,7 +15,10 @@ from analysis import cohort
 from analysis.shape import FEATURES
 from analysis.stats import AGREEMENT_COLUMNS, ASSOCIATION_COLUMNS
 from data.kaggle3m import read_mask, scan_dataset, tumour_volumes
+from data.preprocessing import PreprocessingConfig
 from inference.predictor import Predictor
+from models.card import ModelCard
+from models.network import ModelConfig
 
 
 def _run(data: Path, out: Path, model: Path, *extra: str) -> int:
@@ -159,8 +162,11 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_model_split_comes_from_the_card() -> None:
-    card = {"split": {"seed": 0, "fractions": [0.7, 0.15, 0.15], "train": ["A"], "val": ["B"],
-                      "test": ["C"]}}
-    assert cohort.model_splits(card) == {"A": "train", "B": "val", "C": "test"}
-    assert cohort.model_splits({}) == {}
-    assert cohort.model_splits({"split": {"train": "A"}}) == {}
+    base = ModelCard(model=ModelConfig(), preprocessing=PreprocessingConfig())
+    split = {"seed": 0, "fractions": [0.7, 0.15, 0.15], "train": ["A"], "val": ["B"],
+             "test": ["C"]}
+    assert cohort.model_splits(base.with_updates(split=split)) == {
+        "A": "train", "B": "val", "C": "test"}
+    assert cohort.model_splits(base) == {}
+    # A patient listed twice is no split at all: no patient is marked.
+    assert cohort.model_splits(base.with_updates(split={**split, "test": ["A"]})) == {}

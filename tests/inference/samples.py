@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from data.preprocessing import PreprocessingConfig
+from models.card import ModelCard
 from models.checkpoint import save_checkpoint
 from models.network import ModelConfig, build_model
 
@@ -40,13 +41,13 @@ def make_checkpoint(
     model = build_model(model_cfg)
     if logit_scale is not None:
         _spread_logits(model, logit_scale, image_size)
-    save_checkpoint(path, model, {
+    save_checkpoint(path, model, ModelCard.model_validate({
         "name": f"test-{backbone}",
         "version": "0.0.1",
         "model": model_cfg.model_dump(mode="json"),
         "preprocessing": PreprocessingConfig(image_size=image_size).to_card(),
         **card,
-    })
+    }))
     return path
 
 

@@ -132,7 +132,7 @@ def test_prepare_matches_the_shared_preprocessing(predictor: Predictor) -> None:
 
 def test_card_and_model_version(predictor: Predictor, tiny_checkpoint: Path) -> None:
     card = json.loads(tiny_checkpoint.with_suffix(".json").read_text())
-    assert predictor.card["weights_sha256"] == card["weights_sha256"]
+    assert predictor.card.weights_sha256 == card["weights_sha256"]
     assert predictor.model_version == f"test-resnet18-0.0.1+{card['weights_sha256'][:12]}"
 
 

@@ -18,12 +18,12 @@ from PIL import Image
 
 from data.dataset import SliceDataset
 from data.kaggle3m import PatientRecord, read_image, read_mask, scan_dataset
-from data.split import Split
 from inference.api import create_app
 from inference.decode import decode_slice
 from inference.metrics import dice
 from inference.predictor import Predictor
 from models import BUNDLED_CHECKPOINT
+from models.card import ModelCard
 from tests.inference.api_helpers import settings
 from tests.inference.samples import make_checkpoint, zip_bytes
 
@@ -113,10 +113,9 @@ def test_api_segments_a_real_patient_zip(client: TestClient, patient: PatientRec
     assert mask.shape == (256, 256, 6)
 
 
-def _test_patients(patients: list[PatientRecord], card: dict[str, object]) -> list[PatientRecord]:
-    split = card.get("split")
-    if isinstance(split, dict) and "test" in split:
-        chosen = Split.from_dict(split).select(patients, "test")
+def _test_patients(patients: list[PatientRecord], card: ModelCard) -> list[PatientRecord]:
+    if card.split is not None:
+        chosen = card.split.to_split().select(patients, "test")
         if chosen:
             return chosen
     return patients

@@ -11,17 +11,17 @@ import torch
 from safetensors.torch import load_file, save
 
 from data.preprocessing import PreprocessingConfig
+from models.card import ModelCard
 from models.checkpoint import CheckpointError, card_path, load_checkpoint, save_checkpoint
 from models.network import ModelConfig, build_model
 
 BN_VAR = "decoder.blocks.0.convs.conv_0.adn.N.running_var"
 
 
-def tiny_model() -> tuple[torch.nn.Module, dict]:
+def tiny_model() -> tuple[torch.nn.Module, ModelCard]:
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="resnet18")
-    card = {"model": cfg.model_dump(mode="json"),
-            "preprocessing": PreprocessingConfig(image_size=32).to_card()}
+    card = ModelCard(model=cfg, preprocessing=PreprocessingConfig(image_size=32))
     return build_model(cfg), card
 
 
@@ -58,7 +58,7 @@ def test_non_finite_weights_are_refused_on_save_and_on_load(tmp_path: Path) -> N
     blob = save({k: v.contiguous() for k, v in model.state_dict().items()})
     path = tmp_path / "b.safetensors"
     path.write_bytes(blob)
-    card_path(path).write_text(json.dumps({"format": "lggseg-checkpoint/1", **card,
+    card_path(path).write_text(json.dumps({**card.to_json(),
                                            "weights_sha256": hashlib.sha256(blob).hexdigest()}))
     with pytest.raises(CheckpointError, match=f"b.safetensors holds 1 non-finite.*{BN_VAR}"):
         load_checkpoint(path)

@@ -39,10 +39,10 @@ def test_short_real_run_trains_checkpoints_and_evaluates(lgg_dir: Path, tmp_path
 
     for name in ("best", "last"):
         model, card = load_checkpoint(run / f"{name}.safetensors")
-        assert card["model"]["backbone"] == "resnet18"
-        assert card["preprocessing"]["image_size"] == 64
-        assert card["split"]["test"] == split.test
-    assert card["epoch"] == 2
+        assert card.model.backbone == "resnet18"
+        assert card.preprocessing.image_size == 64
+        assert card.split is not None and card.split.test == split.test
+    assert card.epoch == 2
 
     out = tmp_path / "eval"
     code = evaluate_main(["--checkpoint", str(run / "best.safetensors"),

@@ -44,7 +44,7 @@ def test_release_scores_the_file_it_wrote(synthetic_lgg: Path, run: Path, tmp_pa
     assert {v.dtype for n, v in stored.items() if n not in params and v.is_floating_point()} == {
         torch.float32
     }
-    assert loaded["weights_sha256"] == card["weights_sha256"]
+    assert loaded.to_json() == card
     assert card["weights_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     # The card's figures are those of the released bytes, through the Predictor, for val and test.
     for part in ("val", "test"):
@@ -67,7 +67,7 @@ def test_non_finite_batchnorm_statistics_are_refused_or_re_estimated(
     broken = tmp_path / "broken.safetensors"
     blob = save(state)
     broken.write_bytes(blob)
-    card_path(broken).write_text(json.dumps({**card,
+    card_path(broken).write_text(json.dumps({**card.to_json(),
                                              "weights_sha256": hashlib.sha256(blob).hexdigest()}))
     out = tmp_path / "fixed.safetensors"
     base = ["--checkpoint", str(broken), "--data-dir", str(synthetic_lgg), "--out", str(out),
@@ -91,8 +91,8 @@ def test_a_final_fit_trains_on_val_and_releases_its_last_epoch(
                                 "--set", "data.train_on_val=true")) == 0
     split = json.loads((run / "split.json").read_text())
     _, last = read_checkpoint(run / "last.safetensors")
-    assert last["config"]["data"]["train_on_val"] is True
-    assert last["split"]["test"] == split["test"]  # the test patients stay held out
+    assert last.trained_on_val
+    assert last.split is not None and last.split.test == split["test"]  # test stays held out
     # best.safetensors may be an earlier epoch chosen on in-sample Dice; the release takes last.
     out = tmp_path / "release.safetensors"
     assert release_main(["--run", str(run), "--data-dir", str(synthetic_lgg), "--out", str(out),

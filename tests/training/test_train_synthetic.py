@@ -65,9 +65,11 @@ def test_run_writes_checkpoints_cards_and_logs(reference_run: Path) -> None:
     with Image.open(reference_run / "learning_curves.png") as curves:
         assert curves.format == "PNG" and curves.size == (1000, 360)
     assert any((reference_run / "tb").iterdir())
-    model, card = load_checkpoint(reference_run / "last.safetensors")
-    assert card["epoch"] == 2 and card["model"]["backbone"] == "resnet18"
-    assert card["preprocessing"]["image_size"] == 32
+    model, loaded = load_checkpoint(reference_run / "last.safetensors")
+    card = loaded.to_json()
+    assert card == json.loads((reference_run / "last.json").read_text())
+    assert loaded.epoch == 2 and loaded.model.backbone == "resnet18"
+    assert loaded.preprocessing.image_size == 32
     assert card["split"] == json.loads((reference_run / "split.json").read_text())
     assert set(card["versions"]) >= {"torch", "monai", "python", "numpy"}
     assert card["hardware"]["device"] == "cpu" and card["intended_use"].startswith("research")
@@ -200,7 +202,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
     assert "non-finite training loss (nan) in epoch 2" in caplog.text
     assert str(out / "last.safetensors") in caplog.text
     model, card = load_checkpoint(out / "last.safetensors")
-    assert card["epoch"] == 1
+    assert card.epoch == 1
     assert all(torch.isfinite(p).all() for p in model.state_dict().values())
     assert load_resume(out / "resume.pt")["progress"]["epoch"] == 1
 
@@ -274,7 +276,8 @@ def test_ddp_two_processes_end_with_identical_replicas(
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    model, card = load_checkpoint(out / "last.safetensors")
+    model, loaded = load_checkpoint(out / "last.safetensors")
+    card = loaded.to_json()  # "distributed" is a section the card type keeps as stored
     hashes = card["distributed"]["replica_state_sha256"]
     assert card["distributed"]["world_size"] == 2 and len(hashes) == 2
     # Both ranks' states equal the weights rank 0 saved.
