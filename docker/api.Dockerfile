@@ -15,7 +15,7 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PYTHONUNBUFFERED=1
 
 WORKDIR /srv/lggseg
-# Exactly the install of the README/Makefile (pip + constraints.txt), without the test extras.
+# The install of the README/Makefile (pip + constraints.txt), with only the extra this image runs.
 COPY pyproject.toml constraints.txt README.md ./
 COPY analysis ./analysis
 COPY app ./app
@@ -23,7 +23,7 @@ COPY data ./data
 COPY inference ./inference
 COPY models ./models
 COPY training ./training
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt ".[serve]" \
     && useradd --create-home --uid 10001 lggseg
 
 USER lggseg

@@ -16,6 +16,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = ["api.Dockerfile", "viewer.Dockerfile"]
+IMAGE_EXTRA = {"api.Dockerfile": "serve", "viewer.Dockerfile": "viewer"}
+"""The one extra each image installs on top of the base dependencies."""
 
 
 def instructions(name: str) -> list[tuple[str, str]]:
@@ -68,13 +70,32 @@ def test_install_is_the_makefiles_with_the_same_constraints(name: str, pyproject
     constraints = make_words[make_words.index("-c") + 1]
     assert docker_words[docker_words.index("-c") + 1] == constraints == "constraints.txt"
     target = docker_words[-1]
-    make_target = make_words[-1]  # '.[test]' editable in the venv; the image takes no extras
-    extras = re.findall(r"\[(.*)\]", target)
-    declared = set(pyproject["project"]["optional-dependencies"])
+    make_target = make_words[-1]  # '.[test]' editable in the venv; an image takes its own extra
     assert re.sub(r"\[.*\]", "", target) == re.sub(r"\[.*\]", "", make_target) == "."
-    assert all(e in declared for group in extras for e in group.split(","))
-    assert "test" not in "".join(extras), f"{name}: test extras do not belong in an image"
+    assert re.findall(r"\[(.*)\]", make_target) == ["test"]
+    assert re.findall(r"\[(.*)\]", target) == [IMAGE_EXTRA[name]], (
+        f"{name}: installs {target}, expected .[{IMAGE_EXTRA[name]}]")
+    assert IMAGE_EXTRA[name] in pyproject["project"]["optional-dependencies"]
     assert "-e" not in docker_words, f"{name}: images install the package, not a link to it"
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~;\s]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_test_extra_is_every_runtime_extra(pyproject: dict) -> None:
+    """``make test`` installs ``.[test]``: it must hold every image's and entry point's extra,
+    and no extra may repeat a base dependency (one place for each pin range)."""
+    extras = pyproject["project"]["optional-dependencies"]
+    runtime = {"serve", "viewer", "train", "analysis"}
+    assert runtime <= set(extras)
+    (own,) = [r for r in extras["test"] if r.startswith("lggseg[")]
+    assert set(own.removeprefix("lggseg[").removesuffix("]").split(",")) == runtime
+    base = requirement_names(pyproject["project"]["dependencies"])
+    for name in runtime:
+        assert not base & requirement_names(extras[name]), f"[{name}] repeats a base dependency"
+    # What only the API or only the viewer needs is not in the base install.
+    assert {"fastapi", "uvicorn", "streamlit", "albumentations"}.isdisjoint(base)
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
