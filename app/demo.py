@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
+from app.servers import Server, ServerError, stop_all
 from inference.api.settings import ServeSettings
 from models import BUNDLED_CHECKPOINT
 
@@ -64,33 +62,6 @@ def viewer_command(host: str, port: int, settings: ServeSettings) -> list[str]:
     ]  # fmt: skip
 
 
-def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            return False
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.checkpoint.is_file():
@@ -106,15 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {**os.environ, "LGGSEG_API_URL": api_url}
     if args.data_dir is not None:
         env["LGGSEG_DATA_DIR"] = str(args.data_dir)
-    api = subprocess.Popen(
+    # Both start at once; their output goes to this terminal.
+    api = Server.launch(
         [sys.executable, "-m", "inference.serve", "--host", args.host, "--port",
          str(args.api_port), "--checkpoint", str(args.checkpoint)],
-        cwd=REPO, env=env,
+        f"{api_url}/readyz", cwd=REPO, env=env, name="the API",
     )  # fmt: skip
-    viewer = subprocess.Popen(
-        viewer_command(args.host, args.viewer_port, ServeSettings()), cwd=REPO, env=env
-    )
-    procs = [api, viewer]
+    viewer = Server.launch(viewer_command(args.host, args.viewer_port, ServeSettings()),
+                           f"{viewer_url}/_stcore/health", cwd=REPO, env=env, name="the viewer")
+    servers = [api, viewer]
     stop = False
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -124,25 +95,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        ready = _wait_ready(f"{api_url}/readyz", procs, args.startup_timeout) and _wait_ready(
-            f"{viewer_url}/_stcore/health", procs, args.startup_timeout
-        )
-        if not ready:
+        try:
+            api.wait_ready(args.startup_timeout, others=[viewer])
+            viewer.wait_ready(args.startup_timeout, others=[api])
+        except ServerError as exc:
             if not stop:
-                print("error: the API or the viewer did not start (see the log above)",
-                      file=sys.stderr)
+                print(f"error: {exc}", file=sys.stderr)
             return 0 if stop else 1
         print(f"\n  API:    {api_url}  (OpenAPI docs at {api_url}/docs)\n"
               f"  Viewer: {viewer_url}\n\n  Ctrl-C stops both.\n", flush=True)
         while not stop:
-            if any(p.poll() is not None for p in procs):
+            if any(s.process.poll() is not None for s in servers):
                 print("error: a server stopped unexpectedly; stopping the other",
                       file=sys.stderr)
                 return 1
             time.sleep(0.5)
         return 0
     finally:
-        _stop(procs)
+        stop_all(servers)
         print("stopped the API and the viewer", flush=True)
 
 

@@ -21,10 +21,7 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +32,9 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.servers import Server, ServerError, free_port, start_server  # noqa: E402
 
 
 @dataclass
@@ -176,55 +176,35 @@ def latency_table(outcomes: list[Outcome]) -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def random_checkpoint(backbone: str, image_size: int, folder: Path) -> Path:
     """Random weights (seed 0) of the real architecture: the same compute, meaningless masks."""
-    sys.path.insert(0, str(REPO))
     import torch
 
     from data.preprocessing import PreprocessingConfig
+    from models.card import ModelCard
     from models.checkpoint import save_checkpoint
     from models.network import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone=backbone)  # type: ignore[arg-type]
-    card = {
-        "name": f"random-{backbone}-benchmark",
-        "version": "0",
-        "model": cfg.model_dump(mode="json"),
-        "preprocessing": PreprocessingConfig(image_size=image_size).to_card(),
-    }
+    card = ModelCard(name=f"random-{backbone}-benchmark", version="0", model=cfg,
+                     preprocessing=PreprocessingConfig(image_size=image_size))
     path = folder / f"random-{backbone}.safetensors"
     save_checkpoint(path, build_model(cfg), card)
     return path
 
 
-def start_server(checkpoint: Path, env_overrides: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_api(checkpoint: Path, env_overrides: dict[str, str]) -> Server:
     port = free_port()
-    env = {**os.environ, **env_overrides}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inference.serve", "--port", str(port),
-         "--checkpoint", str(checkpoint), "--no-access-log", "--log-level", "warning"],
-        cwd=REPO, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server exited during start-up")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server was not ready within 180 s")
+    try:
+        return start_server(
+            [sys.executable, "-m", "inference.serve", "--port", str(port),
+             "--checkpoint", str(checkpoint), "--no-access-log", "--log-level", "warning"],
+            f"http://127.0.0.1:{port}/readyz", cwd=REPO, env={**os.environ, **env_overrides},
+            name="the API",
+        )  # fmt: skip
+    except ServerError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rate and not args.latency:
         args.latency, args.rate = 50, [20.0]
     slices = load_slices(args.data_dir, args.slices)
-    process = None
+    server = None
     with tempfile.TemporaryDirectory(prefix="lggseg-bench-") as tmp:
         url = args.url
         if url is None:
@@ -298,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.random_model or "resnet50", args.image_size, Path(tmp)
             )
             overrides = dict(item.split("=", 1) for item in args.server_env)
-            process, url = start_server(checkpoint, overrides)
+            server = start_api(checkpoint, overrides)
+            url = server.url
         try:
             print(f"target {url}; {len(slices)} real slices; {os.cpu_count()} CPUs\n")
             if args.latency:
@@ -320,9 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Open-loop constant rate, {args.duration:g} s per run\n")
                 print(load_table(results))
         finally:
-            if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
+            if server is not None:
+                server.stop(timeout=60)
     return 0
 
 

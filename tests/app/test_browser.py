@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.servers import ServerError, free_port, start_server
 from data import kaggle3m
 from inference import metrics
 from inference.predictor import Predictor
@@ -41,12 +39,6 @@ CHROMIUM_ARGS = [
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def checkpoint(tiny_checkpoint: Path) -> Path:
     """The bundled model when the repository has it, else the tiny random test model."""
@@ -55,38 +47,22 @@ def checkpoint(tiny_checkpoint: Path) -> Path:
 
 @pytest.fixture
 def viewer_url(checkpoint: Path, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LGGSEG_")}
     env.update(LGGSEG_CHECKPOINT=str(checkpoint), PYTHONUNBUFFERED="1")
-    log = (tmp_path / "streamlit.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "viewer.py"),
-         "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text())
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server = start_server(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "viewer.py"),
+             "--server.headless", "true", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            f"http://127.0.0.1:{port}/_stcore/health", timeout=60, cwd=REPO, env=env,
+            log=tmp_path / "streamlit.log", name="streamlit",
+        )  # fmt: skip
+    except ServerError as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server.url
 
 
 def _largest_tumour_slice(lgg_dir: Path) -> kaggle3m.SliceRecord:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ import httpx
 import pytest
 
 from app.demo import upload_limit_mib, viewer_command
+from app.servers import free_port
 from inference.api.settings import ServeSettings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_missing_model_gives_a_clear_error(tmp_path: Path) -> None:
@@ -37,7 +31,7 @@ def test_missing_model_gives_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_starts_both_servers_and_stops_them_on_ctrl_c(tiny_checkpoint: Path) -> None:
-    api_port, viewer_port = _free_port(), _free_port()
+    api_port, viewer_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.demo", "--checkpoint", str(tiny_checkpoint),
          "--api-port", str(api_port), "--viewer-port", str(viewer_port)],

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.servers import Server, free_port, start_server
 from tests.inference.samples import brain_like, make_checkpoint, nifti_bytes, png_bytes
 
 pytestmark = pytest.mark.slow
@@ -29,54 +28,27 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET_NAME = "Jane-Doe-1961-04-02.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(tmp_path: Path) -> Iterator[Server]:
     with run_server(tmp_path) as running:
         yield running
 
 
-@contextlib.contextmanager
-def run_server(tmp_path: Path, **env_vars: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def run_server(tmp_path: Path, **env_vars: str) -> Server:
+    """``python -m inference.serve`` on a tiny checkpoint, its output in ``tmp_path/api.log``."""
     checkpoint = make_checkpoint(tmp_path / "m.safetensors")
     port = free_port()
     env = {**os.environ, "LGGSEG_SERVE_MAX_BATCH": "4", "PYTHONUNBUFFERED": "1", **env_vars}
-    process = subprocess.Popen(
+    return start_server(
         [sys.executable, "-m", "inference.serve", "--port", str(port),
          "--checkpoint", str(checkpoint), "--graceful-timeout", "60"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        f"http://127.0.0.1:{port}/readyz", timeout=120, cwd=REPO, env=env,
+        log=tmp_path / "api.log", name="the API",
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"server exited early:\n{process.stdout.read() if process.stdout else ''}")
-        time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("server not ready within 120 s")
-    try:
-        yield process, base
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
-def test_real_server_serves_survives_slow_clients_and_stops_cleanly(
-    server: tuple[subprocess.Popen[str], str],
-) -> None:
-    process, base = server
+def test_real_server_serves_survives_slow_clients_and_stops_cleanly(server: Server) -> None:
+    process, base = server.process, server.url
     port = int(base.rsplit(":", 1)[1])
 
     response = httpx.post(
@@ -116,7 +88,8 @@ def test_real_server_serves_survives_slow_clients_and_stops_cleanly(
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     sender.join(timeout=300)
-    output, _ = process.communicate(timeout=60)
+    server.stop(timeout=60)
+    output = server.output()
 
     assert results["volume"].status_code == 200
     mask = nib.Nifti1Image.from_bytes(gzip.decompress(results["volume"].content))
@@ -138,7 +111,8 @@ def test_a_connection_flood_and_a_16_mib_header_leave_probes_and_work_alive(
     """70 idle connections (uvicorn's limit_concurrency of 64 answered 503 to everything,
     /healthz included) plus a 16 MiB header value: /healthz answers 200 within 2 s, the header
     gets 431, a real slice is still segmented, and the idle connections are closed."""
-    with run_server(tmp_path, LGGSEG_SERVE_HEADER_TIMEOUT_S="3") as (process, base):
+    with run_server(tmp_path, LGGSEG_SERVE_HEADER_TIMEOUT_S="3") as server:
+        process, base = server.process, server.url
         port = int(base.rsplit(":", 1)[1])
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
         huge = socket.create_connection(("127.0.0.1", port))
@@ -219,7 +193,8 @@ def test_memory_stays_under_the_budget_with_16_concurrent_hostile_niftis(
     """Before admission, 16 such uploads were decoded side by side (16 x 48 MiB and copies);
     now they share the byte budget: peak RSS growth stays under budget + margin."""
     env = {"LGGSEG_SERVE_DECODE_BUDGET_MB": str(BUDGET_MB), "LGGSEG_SERVE_ADMISSION_WAIT_S": "30"}
-    with run_server(tmp_path, **env) as (process, base):
+    with run_server(tmp_path, **env) as server:
+        process, base = server.process, server.url
         uploads = [hostile_nifti(DECODED_MB, seed) for seed in range(16)]
         assert max(len(u) for u in uploads) < 2**20
         Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # reset the peak (VmHWM)
