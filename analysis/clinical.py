@@ -19,11 +19,6 @@ import pandas as pd
 from data.kaggle3m import PatientRecord
 
 ID_COLUMN = "Patient"
-GENOMIC = (
-    "RNASeqCluster", "MethylationCluster", "miRNACluster", "CNCluster", "RPPACluster",
-    "OncosignCluster", "COCCluster",
-)
-"""The genomic subtypes tested in Buda et al. 2019 (every other column is tested as well)."""
 
 
 class ClinicalError(ValueError):

@@ -1,11 +1,12 @@
 """The cost of ZNorm: the registry's znorm-adam against torch's fused Adam, on the ResNet-50-UNet.
 
     python benchmarks/optimizer_step.py [--device cpu] [--batch-size 8] [--image-size 256]
-        [--steps 8] [--opt-repeats 30] [--threads N]
+        [--steps 8] [--opt-repeats 30] [--threads N] [--precision bf16|fp32]
 
 Prints two markdown tables, each timed in one run with the rows interleaved (A, B, B, A, ...)
 so background load hits both alike, and reports medians:
-1. A whole training step, as ``training.engine`` runs it: bf16 autocast, channels-last model
+1. A whole training step, as ``training.engine`` runs it: bf16 autocast (``--precision fp32``
+   on a CPU without native bf16, where bf16 is emulated and far slower), channels-last model
    and input, forward, Dice + BCE loss, backward, ``optimizer.step()``, ``zero_grad``. Each row
    trains its own copy of the model (same initial weights, same synthetic batch). On a loaded
    machine the step times scatter far more than the optimizer's share of them; the column "from
@@ -61,19 +62,20 @@ class Trainer:
     """One model and optimizer; ``step()`` is one training step, its parts timed."""
 
     def __init__(self, make_optimizer: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer],
-                 batch: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
+                 batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+                 bf16: bool = True) -> None:
         torch.manual_seed(0)
         self.model = build_model().to(device).to(memory_format=torch.channels_last).train()
         self.optimizer = make_optimizer(list(self.model.parameters()))
         self.loss_fn = build_loss()
-        self.batch, self.device = batch, device
+        self.batch, self.device, self.bf16 = batch, device, bf16
         self.ms: dict[str, list[float]] = {"step": [], "fwd+bwd": [], "opt": [], "cpu": []}
 
     def step(self) -> None:
         x, y = self.batch
         _sync(self.device)
         c0, t0 = time.process_time(), time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(x)
         self.loss_fn(logits.float(), y).backward()
         _sync(self.device)
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opt-repeats", type=int, default=30,
                         help="timed optimizer-alone steps per row (default 30)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                        help="forward precision: bf16 autocast as in training (default), or "
+                             "fp32 where the CPU has no native bf16")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(args.batch_size, 3, side, side, generator=gen)
     y = (torch.rand(args.batch_size, 1, side, side, generator=gen) > 0.9).float()
     batch = (x.to(device).contiguous(memory_format=torch.channels_last), y.to(device))
+    bf16 = args.precision == "bf16"
     trainers = {
-        FUSED: Trainer(lambda p: torch.optim.Adam(p, lr=1e-4, fused=True), batch, device),
-        ZNORM: Trainer(lambda p: build_optimizer("znorm-adam", p, lr=1e-4), batch, device),
+        FUSED: Trainer(lambda p: torch.optim.Adam(p, lr=1e-4, fused=True), batch, device, bf16),
+        ZNORM: Trainer(lambda p: build_optimizer("znorm-adam", p, lr=1e-4), batch, device, bf16),
     }
     params = list(trainers[FUSED].model.parameters())
     for trainer in trainers.values():
@@ -171,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device.type} ({name}), torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}; ResNet-50-UNet, "
           f"{sum(p.numel() for p in params) / 1e6:.1f} M parameters in {len(params)} tensors")
-    print(f"\nTraining step (bf16 autocast, channels-last, batch {args.batch_size} at "
+    forward = "bf16 autocast" if bf16 else "fp32, no autocast"
+    print(f"\nTraining step ({forward}, channels-last, batch {args.batch_size} at "
           f"{side}x{side}; {args.steps} interleaved steps per row after {args.warmup} warm-up)\n")
     _step_table(trainers)
     print(f"\nOptimizer step alone ({args.opt_repeats} interleaved rounds)\n")

@@ -13,8 +13,6 @@ slice is fed to the model exactly as it was during training:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from skimage.transform import resize
@@ -31,9 +29,6 @@ class PreprocessingConfig(BaseModel):
     normalization: str = NORMALIZATION
     eps: float = Field(1e-6, gt=0)
     channels: tuple[str, str, str] = ("pre-contrast", "FLAIR", "post-contrast")
-
-    def to_card(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 SEQUENCES_NEEDED = (

@@ -707,7 +707,6 @@ class DecodedSize:
 
 _PIL_ITEMSIZE = {"I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
 _PROBE_HEAD = 64 * 1024
-_HEADLESS = object()
 
 
 def decoded_size(data: bytes, limits: DecodeLimits | None = None) -> DecodedSize:

@@ -76,8 +76,8 @@ def build_card(
     return ModelCard.from_json({
         "format": FORMAT,
         "name": f"lggseg-{cfg.model.backbone}-unet-{cfg.optimizer.name}",
-        "model": cfg.model.model_dump(mode="json"),
-        "preprocessing": cfg.preprocessing.to_card(),
+        "model": cfg.model,
+        "preprocessing": cfg.preprocessing,
         "config": cfg.to_dict(),
         "split": split.to_dict(),
         "epoch": progress.epoch,

@@ -44,8 +44,8 @@ def make_checkpoint(
     save_checkpoint(path, model, ModelCard.model_validate({
         "name": f"test-{backbone}",
         "version": "0.0.1",
-        "model": model_cfg.model_dump(mode="json"),
-        "preprocessing": PreprocessingConfig(image_size=image_size).to_card(),
+        "model": model_cfg,
+        "preprocessing": PreprocessingConfig(image_size=image_size),
         **card,
     }))
     return path
