@@ -311,6 +311,8 @@ class DicomUpload:
                 infos = zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise DecodeError(f"{where} is truncated or corrupt") from exc
+        if len(infos) > self.max_files:
+            raise DecodeError(f"{where} holds {len(infos)} entries; the limit is {self.max_files}")
         entries = []
         for info in infos:
             base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
