@@ -366,6 +366,7 @@ class UploadedSeries:
     series: list[Series]
     sizes: dict[str, DecodedSize]
     frames: dict[str, int]
+    slice_shapes: dict[str, set[tuple[int, int]]]
 
 
 def _upload_header(label: str, data: bytes) -> Dataset:
@@ -387,8 +388,7 @@ def upload_series(files: Sequence[tuple[str, bytes]], limits: DecodeLimits) -> U
     """Read the files' headers (no pixels) and group them into series (``data.dicom``).
 
     Each series' decoded size is bounded from its headers (rows x columns x frames of every
-    file, float32, held a few times while highdicom stacks it); a slice over the pixel limits is
-    refused here (DecodeError naming the file's part), before any pixel is decoded.
+    file, float32, held a few times while highdicom stacks it), before any pixel is decoded.
     """
     headers: list[tuple[bytes, Dataset | None]] = []
     values: dict[str, int] = {}
@@ -396,6 +396,7 @@ def upload_series(files: Sequence[tuple[str, bytes]], limits: DecodeLimits) -> U
     slices: dict[str, int] = {}
     nbytes: dict[str, int] = {}
     frames: dict[str, int] = {}
+    shapes: dict[str, set[tuple[int, int]]] = {}
     for label, data in files:
         ds = _upload_header(label, data)
         headers.append((data, ds))
@@ -404,10 +405,7 @@ def upload_series(files: Sequence[tuple[str, bytes]], limits: DecodeLimits) -> U
         uid = str(ds.SeriesInstanceUID)
         rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
         count = max(1, _int(ds, "NumberOfFrames", 1))
-        try:
-            check_geometry(rows, columns, limits)
-        except DecodeError as exc:
-            raise DecodeError(f"{label}: {exc}") from None
+        shapes.setdefault(uid, set()).add((rows, columns))
         values[uid] = values.get(uid, 0) + rows * columns * count * max(
             1, _int(ds, "SamplesPerPixel", 1))
         pixels[uid] = max(pixels.get(uid, 0), rows * columns)
@@ -420,14 +418,14 @@ def upload_series(files: Sequence[tuple[str, bytes]], limits: DecodeLimits) -> U
                          inflated=nbytes[uid], copies=4)  # fmt: skip
         for uid in values
     }
-    return UploadedSeries(series, sizes, frames)
+    return UploadedSeries(series, sizes, frames, shapes)
 
 
 def choose_uploaded(
     study: UploadedSeries, choice: SeriesChoice, limits: DecodeLimits
 ) -> tuple[Series, Series, Series]:
     """The three series (``data.dicom.choose_sequences``), refused before reading when one is
-    multi-frame (enhanced) or they are over the API's limits."""
+    multi-frame (enhanced) or they are over the API's limits (slice size, slices, values)."""
     chosen = choose_sequences(study.series, choice.pre, choice.flair, choice.post,
                               flag_format="the form field '{}_series'")  # fmt: skip
     for series in chosen:
@@ -437,6 +435,11 @@ def choose_uploaded(
                 "here; convert the study to NIfTI (e.g. with dcm2niix) and send the three "
                 "sequences to POST /v1/segment/sequences"
             )
+        for rows, columns in sorted(study.slice_shapes[series.uid]):
+            try:
+                check_geometry(rows, columns, limits)
+            except DecodeError as exc:
+                raise DecodeError(f"series {series.label}: {exc}") from None
         if study.sizes[series.uid].slices > limits.max_slices:
             raise DecodeError(f"series {series.label} has {study.sizes[series.uid].slices} "
                               f"slices; the limit is {limits.max_slices}")  # fmt: skip

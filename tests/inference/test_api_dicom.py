@@ -255,7 +255,8 @@ def test_zip_tricks_and_bombs_are_refused_without_inflating(
     spread_checkpoint: Path, study: Study
 ) -> None:
     dcm = next(study.folder.iterdir()).read_bytes()
-    tight = settings(spread_checkpoint, max_decompressed_bytes=2**20, max_form_files=16)
+    tight = settings(spread_checkpoint, max_decompressed_bytes=2**20, max_form_files=16,
+                     max_upload_bytes=2**16, max_pixels=400)  # fmt: skip
     with TestClient(create_app(tight)) as client:
         def post(*archives: bytes) -> object:
             return client.post("/v1/segment/dicom", files=[
@@ -279,6 +280,11 @@ def test_zip_tricks_and_bombs_are_refused_without_inflating(
                                                            for k in range(17)])  # fmt: skip
         assert response.status_code == 400
         assert "more than 16 'files' parts" in response.json()["detail"]
+        # the body's size, and the slices' size (24 x 20 = 480 pixels) of the chosen series
+        big = client.post("/v1/segment/dicom", files=[("files", ("a", dcm * 40, "x"))])
+        assert big.status_code == 413
+        refused(client.post("/v1/segment/dicom", files=loose(study.folder)), 422,
+                "series 'AX T1 PRE'", "24 x 20 = 480 pixels; the limit is 400")  # fmt: skip
 
 
 def test_memory_is_reserved_before_any_pixel_is_decoded(
