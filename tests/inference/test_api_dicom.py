@@ -221,6 +221,10 @@ def test_what_is_not_a_usable_study_is_refused_by_part(
             422, "the zip in 'files' part 1 holds no DICOM file")  # fmt: skip
     refused(client.post("/v1/segment/dicom", files=[("flair_series", (None, b"x"))]), 422,
             "missing form field 'files'")  # fmt: skip
+    refused(client.post("/v1/segment/dicom", files=[*files[:2], ("files", ("e", b"", "x"))]), 422,
+            "'files' part(s) 3 are empty")  # fmt: skip
+    refused(client.post("/v1/segment/dicom", files=[*files, ("flair_series", (None, "é" * 300))]),
+            422, "'flair_series' is longer than 256 characters")  # fmt: skip
     broken = b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage"
     refused(client.post("/v1/segment/dicom", files=[("files", ("b", broken, "x"))]), 422,
             "the upload: no DICOM MR image series found")  # fmt: skip
