@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from data.preprocessing import check_channels
 from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
-from inference.api.telemetry import ServiceMetrics
 from inference.api.settings import ServeSettings
+from inference.api.telemetry import ServiceMetrics
 from inference.predictor import Predictor, SlicePrediction
 from models.checkpoint import CheckpointError
 
