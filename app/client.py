@@ -1,7 +1,9 @@
 """A small client of the inference API (``python -m inference.serve``), built on httpx.
 
 Endpoints used: ``GET /readyz``, ``GET /v1/model``, ``POST /v1/segment?format=json`` and
-``POST /v1/segment/volume?format=json`` (multipart field ``file``; the API sniffs the format).
+``POST /v1/segment/volume?format=json`` (multipart field ``file``; the API sniffs the format);
+for a DICOM study ``POST /v1/segment/dicom`` (JSON, or ``format=seg``) and
+``POST /v1/evaluate/dicom`` (repeated field ``files``, optional ``*_series`` fields).
 Every failure becomes an ``ApiError`` whose message says what happened and what to do. An error
 shows the API's own explanation only when the answer has the API's error shape (a JSON object with
 a ``detail`` or ``reason`` text), shortened; anything else that answered is never echoed.
@@ -13,6 +15,7 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +52,48 @@ class ApiVolumeSegmentation:
     masks: np.ndarray
     max_probabilities: list[float]
     model_version: str
+
+
+@dataclass(frozen=True)
+class ApiCaseSegmentation:
+    """A DICOM study's answer: the mask ``H x W x Z`` (uint8 0/1) on the FLAIR series' grid."""
+
+    masks: np.ndarray
+    affine: np.ndarray
+    """The mask's voxel-to-world matrix (RAS+, mm), as in the returned NIfTI."""
+    voxel_spacing_mm: tuple[float, float, float] | None
+    tumour_volume_ml: float | None
+    tumour_mm2: list[float | None]
+    """Per slice, in the mask's slice order."""
+    series: dict[str, str]
+    """``pre`` / ``flair`` / ``post`` -> the SeriesInstanceUID read as that sequence."""
+    model_version: str
+
+
+@dataclass(frozen=True)
+class ApiCaseEvaluation:
+    """A DICOM study scored against its truth."""
+
+    segmentation: ApiCaseSegmentation
+    dice: float
+    hd95_mm: float | None
+    hd95_px: float | None
+    true_volume_ml: float | None
+
+
+def _study_parts(files: Sequence[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The files as repeated ``files`` parts, named by number only (no local paths travel)."""
+    return [("files", (f"part{n}.dcm", data, "application/octet-stream"))
+            for n, data in enumerate(files, 1)]  # fmt: skip
+
+
+def _series_fields(pre: str | None, flair: str | None, post: str | None) -> dict[str, str]:
+    named = {"pre_series": pre, "flair_series": flair, "post_series": post}
+    return {field: value for field, value in named.items() if value is not None}
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class ApiClient:
@@ -128,6 +173,89 @@ class ApiClient:
             return ApiVolumeSegmentation(binary_volume(masks), probabilities, _version(body))
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeProblem) as exc:
             raise _unexpected("POST /v1/segment/volume", exc) from exc
+
+
+    def segment_dicom(
+        self,
+        files: Sequence[bytes],
+        *,
+        pre_series: str | None = None,
+        flair_series: str | None = None,
+        post_series: str | None = None,
+    ) -> ApiCaseSegmentation:
+        """Send a DICOM study's files (each a DICOM file or a zip of them); the series are
+        chosen by the ``*_series`` names (SeriesDescription or SeriesInstanceUID) or by the
+        API's SeriesDescription rule."""
+        body = self._json(self._request(
+            "POST", "/v1/segment/dicom", params={"format": "json"}, files=_study_parts(files),
+            data=_series_fields(pre_series, flair_series, post_series),
+        ))
+        return _case("POST /v1/segment/dicom", body)
+
+    def evaluate_dicom(
+        self,
+        files: Sequence[bytes],
+        truth: bytes,
+        *,
+        pre_series: str | None = None,
+        flair_series: str | None = None,
+        post_series: str | None = None,
+    ) -> ApiCaseEvaluation:
+        """As :meth:`segment_dicom`, scored against ``truth`` (a NIfTI mask on the FLAIR
+        series' grid): Dice, HD95 in mm (or voxel steps without a spacing)."""
+        parts = [*_study_parts(files), ("truth", ("truth.nii.gz", truth, "application/gzip"))]
+        body = self._json(self._request(
+            "POST", "/v1/evaluate/dicom", files=parts,
+            data=_series_fields(pre_series, flair_series, post_series),
+        ))
+        call = "POST /v1/evaluate/dicom"
+        segmentation = _case(call, body)
+        try:
+            return ApiCaseEvaluation(segmentation, float(body["dice"]),
+                                     _optional_float(body.get("hd95_mm")),
+                                     _optional_float(body.get("hd95_px")),
+                                     _optional_float(body.get("true_volume_ml")))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _unexpected(call, exc) from exc
+
+    def dicom_seg(
+        self,
+        files: Sequence[bytes],
+        *,
+        pre_series: str | None = None,
+        flair_series: str | None = None,
+        post_series: str | None = None,
+    ) -> bytes:
+        """The mask of a DICOM study as a DICOM SEG file's bytes (``format=seg``), on the FLAIR
+        series' slices and referencing the three series read."""
+        response = self._request(
+            "POST", "/v1/segment/dicom", params={"format": "seg"}, files=_study_parts(files),
+            data=_series_fields(pre_series, flair_series, post_series),
+        )
+        if response.content[128:132] != b"DICM":
+            raise _unexpected("POST /v1/segment/dicom?format=seg", ValueError("not DICOM"))
+        return response.content
+
+
+def _case(call: str, body: dict[str, Any]) -> ApiCaseSegmentation:
+    """A case answer (``CaseResult``) with its mask decoded."""
+    try:
+        volume = decode_nifti(base64.b64decode(body["mask_nifti_gz"], validate=True))
+        by_index = {int(s["index"]): _optional_float(s.get("tumour_mm2")) for s in body["slices"]}
+        spacing = body.get("voxel_spacing_mm")
+        return ApiCaseSegmentation(
+            masks=binary_volume(volume.data),
+            affine=np.asarray(volume.affine, dtype=np.float64),
+            voxel_spacing_mm=None if spacing is None else (
+                float(spacing[0]), float(spacing[1]), float(spacing[2])),
+            tumour_volume_ml=_optional_float(body.get("tumour_volume_ml")),
+            tumour_mm2=[by_index[k] for k in range(volume.data.shape[2])],
+            series={str(s["sequence"]): str(s["series_instance_uid"])
+                    for s in body.get("series") or []},
+            model_version=_version(body),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, IndexError, binascii.Error, DecodeProblem) as exc:
+        raise _unexpected(call, exc) from exc
 
 
 def _version(body: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """Read a DICOM study folder: one MR series per sequence (pre-contrast, FLAIR, post-contrast).
 
 - :func:`find_series`: every DICOM image file under the folder (any depth, any file name),
-  grouped by SeriesInstanceUID from the headers alone. Only MR images count; anything else
-  (a DICOMDIR, a SEG written by an earlier run, other modalities) is left aside.
+  grouped by SeriesInstanceUID from the headers alone (:func:`group_series`, which an API upload
+  shares: its files are bytes in memory). Only MR images count; anything else (a DICOMDIR, a SEG
+  written by an earlier run, other modalities) is left aside.
 - :func:`choose_sequences`: each sequence is the series named by its flag (SeriesDescription,
   case-insensitive, or SeriesInstanceUID), else the one series the SeriesDescription heuristic
   gives that sequence. Descriptions are lower-cased and ``_ - / . , ( )`` read as spaces; then,
@@ -26,9 +27,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +69,8 @@ class Series:
     description: str
     number: int | None
     study_uid: str
-    files: tuple[Path, ...]
+    files: tuple[Path | bytes, ...]
+    """Paths, or the files' bytes (an upload read in memory)."""
 
     @property
     def label(self) -> str:
@@ -109,11 +112,17 @@ def _header(path: Path) -> Dataset | None:
 
 def find_series(folder: Path) -> list[Series]:
     """Every MR image series under ``folder``, in SeriesNumber order; DicomError when none."""
-    files: dict[str, list[Path]] = {}
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    return group_series(((path, _header(path)) for path in paths), str(folder))
+
+
+def group_series(files: Iterable[tuple[Path | bytes, Dataset | None]], where: str) -> list[Series]:
+    """``(file, its header or None when not DICOM)`` -> the MR image series, in SeriesNumber
+    order; DicomError naming ``where`` when there is none."""
+    grouped: dict[str, list[Path | bytes]] = {}
     first: dict[str, Dataset] = {}
     skipped: dict[str, int] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        ds = _header(path)
+    for file, ds in files:
         if ds is None or "SeriesInstanceUID" not in ds:
             continue
         modality = str(ds.get("Modality", "?"))
@@ -121,16 +130,16 @@ def find_series(folder: Path) -> list[Series]:
             skipped[modality] = skipped.get(modality, 0) + 1
             continue
         uid = str(ds.SeriesInstanceUID)
-        files.setdefault(uid, []).append(path)
+        grouped.setdefault(uid, []).append(file)
         first.setdefault(uid, ds)
     if skipped:
-        log.info("%s: left aside %s", folder,
+        log.info("%s: left aside %s", where,
                  ", ".join(f"{n} {m} file(s)" for m, n in sorted(skipped.items())))
-    if not files:
+    if not grouped:
         found = f" (only {', '.join(sorted(skipped))} files)" if skipped else ""
-        raise DicomError(f"{folder}: no DICOM MR image series found{found}")
+        raise DicomError(f"{where}: no DICOM MR image series found{found}")
     series = []
-    for uid, paths in files.items():
+    for uid, members in grouped.items():
         ds = first[uid]
         number = ds.get("SeriesNumber")
         series.append(Series(
@@ -138,7 +147,7 @@ def find_series(folder: Path) -> list[Series]:
             description=str(ds.get("SeriesDescription", "")).strip(),
             number=None if number in (None, "") else int(number),
             study_uid=str(ds.get("StudyInstanceUID", "")),
-            files=tuple(paths),
+            files=tuple(members),
         ))  # fmt: skip
     return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.description))
 
@@ -152,12 +161,15 @@ def choose_sequences(
     pre: str | None = None,
     flair: str | None = None,
     post: str | None = None,
+    flag_format: str = "--{}-series",
 ) -> tuple[Series, Series, Series]:
-    """The pre-contrast, FLAIR and post-contrast series (see the module docs for the rule)."""
+    """The pre-contrast, FLAIR and post-contrast series (see the module docs for the rule).
+    ``flag_format`` names the choice in messages (``{}``: the role; the API's form fields are
+    ``{}_series``)."""
     wanted = {"pre": pre, "flair": flair, "post": post}
     chosen: dict[str, Series] = {}
     for role in ROLES:
-        flag, name = f"--{role}-series", ROLE_NAMES[role]
+        flag, name = flag_format.format(role), ROLE_NAMES[role]
         choice = wanted[role]
         if choice is not None:
             key = choice.strip().lower()
@@ -191,7 +203,8 @@ def choose_sequences(
 def read_series(series: Series) -> SeriesVolume:
     """Read ``series`` as one volume (see the module docs); DicomError naming it otherwise."""
     try:
-        datasets = [pydicom.dcmread(path) for path in series.files]
+        datasets = [pydicom.dcmread(file if isinstance(file, Path) else io.BytesIO(file))
+                    for file in series.files]
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise DicomError(f"series {series.label}: a file cannot be read ({exc})") from exc
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):

@@ -1,4 +1,5 @@
-"""Volume cases the command line reads besides single files: three sequence files, a DICOM study.
+"""Volume cases read besides single files: three sequence files, a DICOM study (a folder for the
+command line, or the files of an API upload, read in memory).
 
 A case is loaded into one :class:`VolumeCase`: an ``H x W x Z x 3`` volume (pre-contrast, FLAIR,
 post-contrast) with its grid, the optional ground truth on that grid, and for DICOM the series
@@ -8,14 +9,29 @@ it came from (for the DICOM SEG). Naming and grouping follow ``data.naming``; th
 
 from __future__ import annotations
 
+import io
 import logging
+import stat
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
-from data.dicom import SeriesVolume, choose_sequences, find_series, read_series
+from data.dicom import (
+    DicomError,
+    Series,
+    SeriesVolume,
+    choose_sequences,
+    find_series,
+    group_series,
+    read_series,
+)
 from data.naming import (
     case_key,
     group_sequences,
@@ -25,7 +41,16 @@ from data.naming import (
     sequence_file,
     sequence_truth_names,
 )
-from inference.decode import DecodeLimits, DecodeProblem, Volume, decode_nifti
+from inference.decode import (
+    DecodedSize,
+    DecodeError,
+    DecodeLimits,
+    DecodeProblem,
+    UnsupportedFormat,
+    Volume,
+    check_geometry,
+    decode_nifti,
+)
 from inference.sequences import decode_sequences, stack_sequences, truth_on_grid
 
 log = logging.getLogger(__name__)
@@ -187,14 +212,239 @@ def _as_volume(series: SeriesVolume) -> Volume:
                   (zooms[0], zooms[1], zooms[2]), "nifti", image.header)  # fmt: skip
 
 
+def load_series(
+    chosen: tuple[Series, Series, Series], limits: DecodeLimits, where: str = ""
+) -> tuple[Volume, tuple[SeriesVolume, SeriesVolume, SeriesVolume], list[str]]:
+    """Read the pre-contrast, FLAIR and post-contrast series and stack them on the FLAIR's grid:
+    ``(volume, the series read, their labels)``; DicomError, GridMismatch say why not."""
+    read = [read_series(series) for series in chosen]
+    labels = [f"{where}series {s.series.label}" for s in read]
+    volume = stack_sequences(list(zip(labels, (_as_volume(s) for s in read), strict=True)), limits)
+    return volume, (read[0], read[1], read[2]), labels
+
+
 def load_dicom(job: DicomStudy, choice: SeriesChoice) -> VolumeCase:
     """Pick and read a study's three series (DicomError, GridMismatch say why not)."""
     chosen = choose_sequences(find_series(job.path), choice.pre, choice.flair, choice.post)
-    read = [read_series(series) for series in chosen]
-    labels = [f"{job.path}: series {s.series.label}" for s in read]
-    volume = stack_sequences(list(zip(labels, (_as_volume(s) for s in read), strict=True)),
-                             LOCAL_LIMITS)  # fmt: skip
+    volume, read, labels = load_series(chosen, LOCAL_LIMITS, f"{job.path}: ")
     truth = _truth(job.truth, volume, labels[1])
-    return VolumeCase(job.case, job.case, str(job.path), volume, truth,
-                      (read[0], read[1], read[2]))  # fmt: skip
+    return VolumeCase(job.case, job.case, str(job.path), volume, truth, read)
 
+
+# --------------------------------------------------------------------------- DICOM uploads
+# The API's DICOM study: the parts of a multipart form, each a DICOM file or a zip of them.
+# Everything stays in memory; messages name parts and zip entries by number and series by
+# their description and UID, never by a file name (a path can hold a patient's name).
+
+_LINK = stat.S_IFLNK
+
+
+def _is_dicom(head: bytes) -> bool:
+    return head[128:132] == b"DICM"
+
+
+def _zip_entries_declared(data: bytes) -> int | None:
+    """The entry count in a zip's end-of-central-directory record (read before zipfile builds
+    its list of entries); None when the record is not found."""
+    tail = data[-(22 + 0xFFFF):]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 12 > len(tail):
+        return None
+    return int.from_bytes(tail[at + 10 : at + 12], "little")
+
+
+def _unsafe_name(info: zipfile.ZipInfo) -> bool:
+    """An absolute path, a drive, a ``..`` step, or a symbolic link."""
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    return (name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts
+            or stat.S_IFMT(info.external_attr >> 16) == _LINK)  # fmt: skip
+
+
+@dataclass
+class DicomUpload:
+    """An upload's parts listed (zips by their central directory; nothing inflated yet).
+
+    ``inflated`` bounds the bytes that unpacking the zips will hold (their declared sizes; a
+    zip entry is never inflated beyond its declared size). DecodeError (422) for a zip with
+    more entries than ``max_files``, entries that inflate beyond the limit, unsafe names or
+    encryption; UnsupportedFormat (415) for a part that is neither DICOM nor a zip.
+    """
+
+    parts: Sequence[bytes]
+    max_files: int
+    limits: DecodeLimits
+
+    def __post_init__(self) -> None:
+        self.inflated = 0
+        self._zips: dict[int, list[zipfile.ZipInfo]] = {}
+        count = 0
+        for number, data in enumerate(self.parts, 1):
+            if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+                entries = self._list_zip(number, data)
+                self._zips[number] = entries
+                count += len(entries)
+                self.inflated += sum(info.file_size for info in entries)
+            elif _is_dicom(data):
+                count += 1
+            else:
+                raise UnsupportedFormat(
+                    f"'files' part {number} is neither a DICOM file (no 'DICM' marker after the "
+                    "128-byte preamble) nor a zip of DICOM files"
+                )
+            if count > self.max_files:
+                raise DecodeError(f"the upload holds over {self.max_files} files (the limit); "
+                                  "send only the three series to segment")  # fmt: skip
+        if self.inflated > self.limits.max_decompressed_bytes:
+            raise DecodeError(f"the zips inflate to {self.inflated} bytes; the limit is "
+                              f"{self.limits.max_decompressed_bytes}")  # fmt: skip
+
+    def _list_zip(self, number: int, data: bytes) -> list[zipfile.ZipInfo]:
+        where = f"the zip in 'files' part {number}"
+        declared = _zip_entries_declared(data)
+        if declared is None or declared == 0xFFFF:
+            raise DecodeError(f"{where} is truncated, corrupt or ZIP64 (over 65535 entries)")
+        if declared > self.max_files:
+            raise DecodeError(f"{where} holds {declared} entries; the limit is {self.max_files}")
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                infos = zf.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise DecodeError(f"{where} is truncated or corrupt") from exc
+        if len(infos) > self.max_files:
+            raise DecodeError(f"{where} holds {len(infos)} entries; the limit is {self.max_files}")
+        entries = []
+        for info in infos:
+            base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+            if info.is_dir() or info.filename.startswith("__MACOSX/") or base.startswith("."):
+                continue
+            if _unsafe_name(info):
+                raise DecodeError(f"{where} holds an entry with an absolute path, a '..' step or "
+                                  "a link; such archives are refused")  # fmt: skip
+            if info.flag_bits & 0x1:
+                raise DecodeError(f"{where} is encrypted")
+            entries.append(info)
+        return entries
+
+    def files(self) -> list[tuple[str, bytes]]:
+        """``(label, bytes)`` of every DICOM file: loose parts, then the zips' DICOM entries
+        (other entries, e.g. a README, are left aside; a zip inside a zip is refused)."""
+        out: list[tuple[str, bytes]] = []
+        for number, data in enumerate(self.parts, 1):
+            entries = self._zips.get(number)
+            if entries is None:
+                out.append((f"'files' part {number}", data))
+                continue
+            found = 0
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                    for index, info in enumerate(entries, 1):
+                        label = f"entry {index} of the zip in 'files' part {number}"
+                        with zf.open(info) as entry:
+                            head = entry.read(132)
+                        if head[:4] == b"PK\x03\x04":
+                            raise DecodeError(f"{label} is a zip; zips inside zips are not read")
+                        if not _is_dicom(head):
+                            continue
+                        out.append((label, zf.read(info)))  # stops at the declared size
+                        found += 1
+            except DecodeProblem:
+                raise
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+                    zlib.error) as exc:  # fmt: skip
+                raise DecodeError(f"the zip in 'files' part {number} cannot be extracted "
+                                  f"({type(exc).__name__})") from exc  # fmt: skip
+            if not found:
+                raise DecodeError(f"the zip in 'files' part {number} holds no DICOM file")
+        return out
+
+
+@dataclass(frozen=True)
+class UploadedSeries:
+    """An upload's MR series and, per series UID, what reading it will hold (from headers)."""
+
+    series: list[Series]
+    sizes: dict[str, DecodedSize]
+    frames: dict[str, int]
+    slice_shapes: dict[str, set[tuple[int, int]]]
+
+
+def _upload_header(label: str, data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
+        raise DecodeError(f"{label} is not a readable DICOM file ({type(exc).__name__})") from exc
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = int(ds.get(keyword, default) or default)
+    except (TypeError, ValueError):
+        return default
+    return value
+
+
+def upload_series(files: Sequence[tuple[str, bytes]], limits: DecodeLimits) -> UploadedSeries:
+    """Read the files' headers (no pixels) and group them into series (``data.dicom``).
+
+    Each series' decoded size is bounded from its headers (rows x columns x frames of every
+    file, float32, held a few times while highdicom stacks it), before any pixel is decoded.
+    """
+    headers: list[tuple[bytes, Dataset | None]] = []
+    values: dict[str, int] = {}
+    pixels: dict[str, int] = {}
+    slices: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    frames: dict[str, int] = {}
+    shapes: dict[str, set[tuple[int, int]]] = {}
+    for label, data in files:
+        ds = _upload_header(label, data)
+        headers.append((data, ds))
+        if "SeriesInstanceUID" not in ds or str(ds.get("Modality", "")) != "MR":
+            continue
+        uid = str(ds.SeriesInstanceUID)
+        rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+        count = max(1, _int(ds, "NumberOfFrames", 1))
+        shapes.setdefault(uid, set()).add((rows, columns))
+        values[uid] = values.get(uid, 0) + rows * columns * count * max(
+            1, _int(ds, "SamplesPerPixel", 1))
+        pixels[uid] = max(pixels.get(uid, 0), rows * columns)
+        slices[uid] = slices.get(uid, 0) + count
+        nbytes[uid] = nbytes.get(uid, 0) + len(data)
+        frames[uid] = max(frames.get(uid, 1), count)
+    series = group_series(headers, "the upload")
+    sizes = {
+        uid: DecodedSize(values=values[uid], itemsize=4, pixels=pixels[uid], slices=slices[uid],
+                         inflated=nbytes[uid], copies=4)  # fmt: skip
+        for uid in values
+    }
+    return UploadedSeries(series, sizes, frames, shapes)
+
+
+def choose_uploaded(
+    study: UploadedSeries, choice: SeriesChoice, limits: DecodeLimits
+) -> tuple[Series, Series, Series]:
+    """The three series (``data.dicom.choose_sequences``), refused before reading when one is
+    multi-frame (enhanced) or they are over the API's limits (slice size, slices, values)."""
+    chosen = choose_sequences(study.series, choice.pre, choice.flair, choice.post,
+                              flag_format="the form field '{}_series'")  # fmt: skip
+    for series in chosen:
+        if study.frames[series.uid] > 1:
+            raise DicomError(
+                f"series {series.label} is multi-frame (enhanced) DICOM, which is not read "
+                "here; convert the study to NIfTI (e.g. with dcm2niix) and send the three "
+                "sequences to POST /v1/segment/sequences"
+            )
+        for rows, columns in sorted(study.slice_shapes[series.uid]):
+            try:
+                check_geometry(rows, columns, limits)
+            except DecodeError as exc:
+                raise DecodeError(f"series {series.label}: {exc}") from None
+        if study.sizes[series.uid].slices > limits.max_slices:
+            raise DecodeError(f"series {series.label} has {study.sizes[series.uid].slices} "
+                              f"slices; the limit is {limits.max_slices}")  # fmt: skip
+    total = sum(study.sizes[series.uid].values for series in chosen)
+    if total > limits.max_volume_values:
+        raise DecodeError(f"the three series hold {total} values together; the limit is "
+                          f"{limits.max_volume_values}")  # fmt: skip
+    return chosen

@@ -20,7 +20,7 @@ from inference.api.middleware import (
     WorkLimitMiddleware,
     install_access_log_filter,
 )
-from inference.api.routers import health, model, scoring, segment, sequences
+from inference.api.routers import dicom, health, model, scoring, segment, sequences
 from inference.api.service import ModelService, NotReady, SlicePredictor, configure_threads
 from inference.api.settings import ServeSettings, get_settings
 from inference.api.telemetry import MetricsMiddleware, ServiceMetrics
@@ -134,7 +134,7 @@ def create_app(
 
     app.dependency_overrides[get_settings] = the_settings
     for router in (health.router, segment.router, sequences.router, scoring.router,
-                   model.router):  # fmt: skip
+                   model.router, dicom.router):  # fmt: skip
         app.include_router(router)
     _add_error_handlers(app, settings, metrics)
     if settings.cors_origins:

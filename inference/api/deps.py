@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inference.api.admission import request_bytes
 from inference.api.middleware import is_keylike
-from inference.api.multipart import read_form
+from inference.api.multipart import Form, read_form, read_parts
 from inference.api.service import ModelService
 from inference.api.settings import ServeSettings, get_settings
 from inference.decode import decoded_size
@@ -75,13 +75,21 @@ async def ready_service(service: ServiceDep) -> ModelService:
 ReadyServiceDep = Annotated[ModelService, Depends(ready_service)]
 
 
-class FormFiles:
-    """Read the named multipart fields into memory (see ``inference.api.multipart``).
+@asynccontextmanager
+async def _body_reserved(
+    request: Request, settings: ServeSettings, service: ModelService
+) -> AsyncIterator[None]:
+    """Reserve twice the body's size (the parser's buffer and the fields' bytes) until the
+    request ends: its Content-Length, or the upload limit when the body is chunked."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else settings.max_upload_bytes
+    async with service.reserve(2 * min(size, settings.max_upload_bytes), "upload"):
+        yield
 
-    Twice the body's size (the parser's buffer and the field's bytes) is reserved from the
-    memory budget before a byte is read, and held until the request ends: its Content-Length,
-    or the upload limit when the body is chunked.
-    """
+
+class FormFiles:
+    """Read the named multipart fields into memory (see ``inference.api.multipart``), the
+    body's memory reserved before a byte is read (``_body_reserved``)."""
 
     def __init__(self, *names: str) -> None:
         self.names = names
@@ -89,13 +97,39 @@ class FormFiles:
     async def __call__(
         self, request: Request, settings: SettingsDep, service: ReadyServiceDep
     ) -> AsyncIterator[dict[str, bytes]]:
-        declared = request.headers.get("content-length", "")
-        size = int(declared) if declared.isdigit() else settings.max_upload_bytes
-        async with service.reserve(2 * min(size, settings.max_upload_bytes), "upload"):
+        async with _body_reserved(request, settings, service):
             yield await read_form(
                 request,
                 self.names,
                 max_parts=settings.max_form_parts,
+                max_header_bytes=settings.max_part_header_bytes,
+                body_timeout_s=settings.body_timeout_s,
+            )
+
+
+class FormParts:
+    """Like FormFiles, plus a field sent as many parts (``repeated``: at most
+    ``max_form_files`` of them) and ``optional`` fields."""
+
+    def __init__(
+        self, repeated: str, *required: str, optional: tuple[str, ...] = ()
+    ) -> None:
+        self.repeated = repeated
+        self.required = required
+        self.optional = optional
+
+    async def __call__(
+        self, request: Request, settings: SettingsDep, service: ReadyServiceDep
+    ) -> AsyncIterator[Form]:
+        singles = len(self.required) + len(self.optional)
+        async with _body_reserved(request, settings, service):
+            yield await read_parts(
+                request,
+                self.required,
+                repeated=(self.repeated,),
+                optional=self.optional,
+                max_repeated=settings.max_form_files,
+                max_parts=settings.max_form_files + singles,
                 max_header_bytes=settings.max_part_header_bytes,
                 body_timeout_s=settings.body_timeout_s,
             )

@@ -7,6 +7,9 @@ File names and part headers other than the field name are never stored or logged
 
 Answers: malformed multipart (no boundary, no closing boundary, too many parts, oversized part
 headers) -> 400; a missing field or an empty file -> 422; a body that is not multipart -> 415.
+A field may be asked for as repeated (many parts of one name, e.g. the files of a DICOM study,
+at most ``max_repeated`` of them) or optional (absent is no error).
+
 The parser hands control back to the event loop between 64 KiB pieces, so a hostile upload
 never stalls other requests (``/healthz`` keeps answering).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
 from python_multipart.exceptions import FormParserError
@@ -31,11 +35,21 @@ class _Malformed(ValueError):
 class _FormCollector:
     """python-multipart callbacks that keep the wanted fields' bytes and count everything."""
 
-    def __init__(self, wanted: tuple[str, ...], max_parts: int, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        wanted: tuple[str, ...],
+        max_parts: int,
+        max_header_bytes: int,
+        repeated: tuple[str, ...] = (),
+        max_repeated: int = 0,
+    ) -> None:
         self.wanted = wanted
         self.max_parts = max_parts
         self.max_header_bytes = max_header_bytes
+        self.repeated = repeated
+        self.max_repeated = max_repeated
         self.fields: dict[str, bytearray] = {}
+        self.lists: dict[str, list[bytearray]] = {name: [] for name in repeated}
         self.parts = 0
         self.finished = False
         self._header_name = bytearray()
@@ -88,7 +102,12 @@ class _FormCollector:
         if raw_name is None:
             raise _Malformed('a part\'s Content-Disposition has no "name"')
         name = raw_name.decode("utf-8", "replace")
-        if name in self.wanted:
+        if name in self.lists:
+            if len(self.lists[name]) >= self.max_repeated:
+                raise _Malformed(f"more than {self.max_repeated} '{name}' parts in the form")
+            self._current = bytearray()
+            self.lists[name].append(self._current)
+        elif name in self.wanted:
             if name in self.fields:
                 raise _Malformed(f"the field '{name}' appears more than once")
             self._current = self.fields[name] = bytearray()
@@ -119,6 +138,14 @@ async def _stream_with_deadline(request: Request, pause_s: float) -> AsyncIterat
         yield chunk
 
 
+@dataclass
+class Form:
+    """The fields a form was read for: single fields' bytes, repeated fields' parts in order."""
+
+    fields: dict[str, bytes] = field(default_factory=dict)
+    lists: dict[str, list[bytes]] = field(default_factory=dict)
+
+
 async def read_form(
     request: Request,
     required: tuple[str, ...],
@@ -128,8 +155,27 @@ async def read_form(
     body_timeout_s: float = 30.0,
 ) -> dict[str, bytes]:
     """Parse the request's multipart body in memory; return the ``required`` fields' bytes."""
+    form = await read_parts(request, required, max_parts=max_parts,
+                            max_header_bytes=max_header_bytes, body_timeout_s=body_timeout_s)
+    return form.fields
+
+
+async def read_parts(
+    request: Request,
+    required: tuple[str, ...],
+    *,
+    repeated: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+    max_repeated: int = 0,
+    max_parts: int = 8,
+    max_header_bytes: int = 4096,
+    body_timeout_s: float = 30.0,
+) -> Form:
+    """Parse the request's multipart body in memory: the ``required`` fields (422 when missing
+    or empty), the ``optional`` ones that were sent, and each ``repeated`` field's parts (at
+    least one, none empty, at most ``max_repeated``; else 400/422 naming the field)."""
     content_type = request.headers.get("content-type")
-    fields_text = ", ".join(f"'{name}'" for name in required)
+    fields_text = ", ".join(f"'{name}'" for name in (*required, *repeated))
     if not content_type:
         raise HTTPException(
             422, f"send the upload as multipart/form-data with the field(s) {fields_text}"
@@ -140,7 +186,8 @@ async def read_form(
     boundary = params.get(b"boundary")
     if not boundary:
         raise HTTPException(400, "malformed multipart: the Content-Type has no boundary")
-    collector = _FormCollector(required, max_parts, max_header_bytes)
+    collector = _FormCollector((*required, *optional), max_parts, max_header_bytes, repeated,
+                               max_repeated)  # fmt: skip
     try:
         parser = MultipartParser(
             boundary,
@@ -158,11 +205,24 @@ async def read_form(
         raise HTTPException(400, "the client disconnected during the upload") from None
     if not collector.finished:
         raise HTTPException(400, "malformed multipart: the body ends before its closing boundary")
-    out: dict[str, bytes] = {}
+    form = Form()
     for name in required:
         if name not in collector.fields:
             raise HTTPException(422, f"missing form field '{name}' (expected {fields_text})")
         if not collector.fields[name]:
             raise HTTPException(422, f"the form field '{name}' is empty (0 bytes)")
-        out[name] = bytes(collector.fields[name])
-    return out
+        form.fields[name] = bytes(collector.fields[name])
+    for name in optional:
+        if name in collector.fields:
+            form.fields[name] = bytes(collector.fields[name])
+    for name in repeated:
+        parts = collector.lists[name]
+        if not parts:
+            raise HTTPException(422, f"missing form field '{name}' (expected {fields_text})")
+        empty = [str(n) for n, part in enumerate(parts, 1) if not part]
+        if empty:
+            raise HTTPException(422, f"'{name}' part(s) {', '.join(empty[:10])} are empty "
+                                     "(0 bytes)")  # fmt: skip
+        form.lists[name] = [bytes(part) for part in parts]
+        parts.clear()
+    return form

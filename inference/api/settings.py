@@ -36,6 +36,12 @@ class ServeSettings(BaseSettings):
     # Uploads and decoding
     max_upload_bytes: int = Field(64 * 2**20, ge=1024)
     max_form_parts: int = Field(8, ge=1)
+    max_form_files: int = Field(
+        1024,
+        ge=1,
+        description="files of one DICOM study upload (/v1/*/dicom): loose parts and the "
+        "entries of its zips together",
+    )
     max_part_header_bytes: int = Field(4096, ge=256)
     max_pixels: int = Field(2048 * 2048, ge=64)
     max_aspect_ratio: float = Field(8.0, ge=1)

@@ -1,6 +1,7 @@
 """A real kaggle_3m patient given as the .tif folder, as three NIfTI sequence files and as a
 DICOM study: ``inference.predict`` must give the same masks and Dice every way (channel order,
-slice order and values survive the conversions). Skips without ../shared/data/lgg."""
+slice order and values survive the conversions), and the API the same mask for the DICOM study
+as ``inference.predict``. Skips without ../shared/data/lgg."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from data.kaggle3m import PatientRecord, read_image, read_mask, scan_dataset
+from inference.api import create_app
 from inference.predict import main
 from tests.dicom_study import Geometry, write_study
+from tests.inference.api_helpers import settings as serve_settings
 
 pytestmark = pytest.mark.realdata
 
@@ -79,3 +83,29 @@ def test_one_patient_three_ways_gives_one_answer(
     assert float(tif["hd95_px"]) == pytest.approx(float(nii["hd95_mm"]), abs=0.01)
     assert float(dcm["hd95_mm"]) == pytest.approx(float(nii["hd95_mm"]), abs=0.01)
     assert nii["tumour_volume_ml"] == f"{int(nii['tumour_voxels']) / 1000:.3f}"
+
+
+def test_one_patient_as_a_dicom_study_through_the_api_gives_the_cli_mask(
+    patient: PatientRecord, tmp_path: Path, spread_checkpoint: Path
+) -> None:
+    images = np.stack([read_image(s.image_path) for s in patient.slices], axis=2)  # H W Z 3
+    descriptions = ["T1 pre", "FLAIR", "T1 post gd"]
+    geometry = Geometry(pixel_spacing=(1.0, 1.0), slice_step=1.0)
+    study = write_study(tmp_path / "lgg_dicom",
+                        [(d, images[..., c].astype(np.uint16)) for c, d in enumerate(descriptions)],
+                        geometry)  # fmt: skip
+    out = tmp_path / "out"
+    assert main([str(study.folder), "--out", str(out), "--checkpoint", str(spread_checkpoint),
+                 "--quiet"]) == 0  # fmt: skip
+    from_cli = nib.load(out / "lgg_dicom_pred.nii.gz")
+
+    files = [("files", (p.name, p.read_bytes(), "application/dicom"))
+             for p in sorted(study.folder.iterdir())]  # fmt: skip
+    with TestClient(create_app(serve_settings(spread_checkpoint))) as client:
+        response = client.post("/v1/segment/dicom", params={"format": "nifti"}, files=files)
+    assert response.status_code == 200, response.text
+    from_api = nib.Nifti1Image.from_bytes(gzip.decompress(response.content))
+    mask = np.asarray(from_cli.dataobj)
+    assert mask.any() and np.array_equal(np.asarray(from_api.dataobj), mask)
+    assert np.allclose(from_api.affine, from_cli.affine)
+    assert int(response.headers["X-Tumour-Voxels"]) == int(mask.sum())
