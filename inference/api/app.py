@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 from data.preprocessing import ChannelError
 from inference.api.batching import BatchTimeout, Overloaded
 from inference.api.deps import ClientGone
-from inference.api.telemetry import MetricsMiddleware, ServiceMetrics
 from inference.api.middleware import (
     BodySizeLimitMiddleware,
     UnhandledErrorMiddleware,
@@ -24,6 +23,7 @@ from inference.api.middleware import (
 from inference.api.routers import health, model, scoring, segment, sequences
 from inference.api.service import ModelService, NotReady, SlicePredictor, configure_threads
 from inference.api.settings import ServeSettings, get_settings
+from inference.api.telemetry import MetricsMiddleware, ServiceMetrics
 from inference.decode import DecodeError, UnsupportedFormat, WrongKind
 
 log = logging.getLogger(__name__)

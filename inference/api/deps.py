@@ -15,9 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from inference.api.admission import request_bytes
 from inference.api.middleware import is_keylike
+from inference.api.multipart import read_form
 from inference.api.service import ModelService
 from inference.api.settings import ServeSettings, get_settings
-from inference.api.multipart import read_form
 from inference.decode import decoded_size
 
 T = TypeVar("T")

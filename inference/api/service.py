@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from data.preprocessing import check_channels
 from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
-from inference.api.telemetry import ServiceMetrics
 from inference.api.settings import ServeSettings
+from inference.api.telemetry import ServiceMetrics
 from inference.predictor import Predictor, SlicePrediction
 from models.checkpoint import CheckpointError
 
@@ -88,8 +88,9 @@ class ModelService:
             reason = _file_names_only(f"{type(exc).__name__}: {exc}", settings.checkpoint)
             return cls(settings, metrics, error=f"model not loaded: {reason}")
         log.info(
-            "model %s ready (%s, %s)",
+            "model %s ready (%s %s, %s)",
             predictor.model_version,
+            predictor.engine.name,
             predictor.precision,
             predictor.device,
         )
@@ -169,7 +170,8 @@ def _file_names_only(text: str, checkpoint: Path) -> str:
 
 def configure_threads(settings: ServeSettings) -> int:
     """Set torch's intra-op threads for threads started from now on (the model threads); by
-    default the usable cores shared out over the ``model_workers``."""
+    default the usable cores shared out over the ``model_workers``. The OpenVINO engine is given
+    the same number of threads."""
     threads = settings.torch_threads or max(1, default_torch_threads() // settings.model_workers)
     torch.set_num_threads(threads)
     log.info("torch uses %d intra-op thread(s)", threads)
@@ -200,6 +202,8 @@ def _load(settings: ServeSettings) -> Predictor:
         tta=settings.tta,
         threshold=settings.threshold,
         batch_size=settings.max_batch,
+        engine=settings.engine,
+        threads=torch.get_num_threads(),
     )
     if settings.warmup:
         predictor.warm_up(sorted({1, settings.max_batch}))

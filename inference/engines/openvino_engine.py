@@ -22,7 +22,9 @@ import os
 import queue
 import shutil
 import tempfile
-from functools import lru_cache
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +60,56 @@ def shared_core() -> ov.Core:
     return ov.Core()
 
 
+class ConversionError(RuntimeError):
+    """The converted model does not compute what the torch model computes."""
+
+
+def _zero_pad_shortcut(
+    x: torch.Tensor, planes: int, stride: int, spatial_dims: int = 2
+) -> torch.Tensor:
+    """MONAI's type-A ResNet shortcut (resnet18/34) written so that tracing keeps ``x``: the
+    original concatenates ``out.data``, which a trace records as a constant of the example."""
+    out = torch.nn.functional.avg_pool2d(x, kernel_size=1, stride=stride)
+    return torch.nn.functional.pad(out, (0, 0, 0, 0, 0, planes - out.shape[1]))
+
+
+@contextmanager
+def _traceable(model: torch.nn.Module) -> Iterator[None]:
+    """Swap the type-A shortcuts for :func:`_zero_pad_shortcut` while converting."""
+    swapped = []
+    for module in model.modules():
+        shortcut = getattr(module, "downsample", None)
+        if isinstance(shortcut, partial) and shortcut.func.__name__ == "_downsample_basic_block":
+            setattr(module, "downsample", partial(_zero_pad_shortcut, **shortcut.keywords))  # noqa: B010
+            swapped.append((module, shortcut))
+    try:
+        yield
+    finally:
+        for module, shortcut in swapped:
+            setattr(module, "downsample", shortcut)  # noqa: B010
+
+
 def convert(model: torch.nn.Module, image_size: int) -> ov.Model:
-    """The torch model (fp32, eval) as an OpenVINO model with a dynamic batch axis."""
+    """The torch model (fp32, eval) as an OpenVINO model with a dynamic batch axis, checked to
+    compute what torch computes on a batch of two (ConversionError otherwise)."""
     import openvino as ov
 
     model = model.float().eval()
     example = torch.zeros(1, 3, image_size, image_size)
-    with torch.inference_mode():
+    with torch.inference_mode(), _traceable(model):
         converted = ov.convert_model(
             model, example_input=example, input=[ov.PartialShape([-1, 3, image_size, image_size])]
+        )
+    probe = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = torch.sigmoid(model(probe)).numpy()
+    compiled = shared_core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = 1 / (1 + np.exp(-compiled(probe.numpy())[0]))
+    error = float(np.abs(got - expected).max())
+    if error > 1e-3:
+        raise ConversionError(
+            f"the OpenVINO conversion differs from torch by {error:.3g} in probability; "
+            "use --engine torch (and report this model's architecture)"
         )
     return converted
 
@@ -198,7 +241,8 @@ class OpenVINOEngine:
         for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"):
             try:
                 value = self.compiled.get_property(key)
-                props[key.lower()] = str(getattr(value, "to_string", lambda: value)())
+                text = value.to_string() if hasattr(value, "to_string") else str(value)
+                props[key.lower()] = text
             except RuntimeError:  # pragma: no cover - property names vary across versions
                 continue
         return {"openvino": openvino_version(), "source": self.source, **props}

@@ -42,7 +42,9 @@ class TorchEngine:
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         with (
             torch.inference_mode(),
-            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+            torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+            ),
         ):
             return self.model(x).float().cpu()
 
