@@ -85,8 +85,9 @@ def onnxruntime_forward(
     size = card["preprocessing"]["image_size"]
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     with torch.inference_mode(), _traceable(model):
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, size, size),), str(path),
-                          input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)  # fmt: skip
+        example = (torch.zeros(1, 3, size, size),)
+        torch.onnx.export(model.eval(), example, str(path), input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, dynamo=False)  # fmt: skip
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
