@@ -217,6 +217,10 @@ class OpenVINOEngine:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",
+            # Unpinned: pinned inference threads share their cores badly with the API's event
+            # loop and with other processes (2-core EPYC, bundled int8 model, API sequential
+            # p50 250 -> 195 ms, interleaved runs of benchmarks/api_load.py).
+            "ENABLE_CPU_PINNING": False,
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
