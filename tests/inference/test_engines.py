@@ -242,3 +242,25 @@ def test_create_engine_on_cuda_is_torch_for_auto(tiny_checkpoint: Path) -> None:
         return
     predictor = Predictor.from_checkpoint(tiny_checkpoint, "cuda")  # pragma: no cover
     assert predictor.engine.name == "torch"  # pragma: no cover
+
+
+def test_the_engine_settings_of_the_api_and_the_viewer(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from app.backend import LocalSegmenter
+    from app.settings import ViewerSettings
+    from inference.api.settings import ServeSettings
+
+    monkeypatch.setenv("LGGSEG_SERVE_ENGINE", "torch")
+    monkeypatch.setenv("LGGSEG_SERVE_PRECISION", "int8")
+    serve = ServeSettings()
+    assert (serve.engine, serve.precision) == ("torch", "int8")
+    monkeypatch.setenv("LGGSEG_ENGINE", "openvino")
+    assert ViewerSettings().engine == "openvino"
+    monkeypatch.setenv("LGGSEG_ENGINE", "tensorrt")
+    with pytest.raises(ValidationError):
+        ViewerSettings()
+    local = LocalSegmenter.load(tiny_checkpoint, "cpu", "torch")
+    assert local.predictor.engine.name == "torch"
