@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest: dict[str, Any] = {
             "weights": args.checkpoint.name,
             "weights_sha256": card["weights_sha256"],
+            "image_size": card["preprocessing"]["image_size"],
             "openvino": openvino_version(),
             "calibration": calibration,
             "validation": None,

@@ -103,7 +103,7 @@ def _openvino(
         )
     if precision in ("auto", "int8"):
         info, why = (
-            ove.int8_manifest(weights_path, weights_sha256)
+            ove.int8_manifest(weights_path, weights_sha256, image_size)
             if str(weights_path)
             else (None, "no weights file to look beside")
         )

@@ -114,8 +114,11 @@ def convert(model: torch.nn.Module, image_size: int) -> ov.Model:
     return converted
 
 
-def _entry(weights_sha256: str) -> Path:
-    return cache_dir() / "openvino" / f"{weights_sha256}-{IR_PRECISION}-ov{openvino_version()}"
+def _entry(weights_sha256: str, image_size: int) -> Path:
+    """The entry's folder: the IR depends on the weights, the input size (two cards may share
+    weights and differ in size), its precision and the OpenVINO version."""
+    name = f"{weights_sha256}-{image_size}px-{IR_PRECISION}-ov{openvino_version()}"
+    return cache_dir() / "openvino" / name
 
 
 def _read_entry(entry: Path) -> ov.Model | None:
@@ -138,7 +141,7 @@ def cached_ir(weights_sha256: str, model: torch.nn.Module, image_size: int) -> o
     """The converted model from the cache, converting and caching it on a miss."""
     import openvino as ov
 
-    entry = _entry(weights_sha256)
+    entry = _entry(weights_sha256, image_size)
     cached = _read_entry(entry)
     if cached is not None:
         return cached
@@ -170,8 +173,10 @@ def int8_paths(weights: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".int8.xml"), stem.with_name(stem.name + ".int8.json")
 
 
-def int8_manifest(weights: str | Path, weights_sha256: str) -> tuple[dict[str, Any] | None, str]:
-    """The int8 manifest that belongs to these weights, or None and why not."""
+def int8_manifest(
+    weights: str | Path, weights_sha256: str, image_size: int | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """The int8 manifest that belongs to these weights (and input size), or None and why not."""
     xml, manifest = int8_paths(weights)
     if not (xml.is_file() and xml.with_suffix(".bin").is_file() and manifest.is_file()):
         return None, f"no int8 model beside the weights ({xml.name}; see training.quantize)"
@@ -181,6 +186,8 @@ def int8_manifest(weights: str | Path, weights_sha256: str) -> tuple[dict[str, A
         return None, f"{manifest.name} is unreadable ({exc})"
     if not isinstance(info, dict) or info.get("weights_sha256") != weights_sha256:
         return None, f"{xml.name} was made from other weights (re-run training.quantize)"
+    if image_size is not None and info.get("image_size", image_size) != image_size:
+        return None, f"{xml.name} takes {info['image_size']} px, the card {image_size} px"
     return info, "ok"
 
 

@@ -96,7 +96,8 @@ def test_conversion_is_cached_and_a_corrupt_entry_is_rebuilt(
     expected = first.predict_batch(images)
     (entry,) = (tmp_path / "cache" / "openvino").iterdir()
     sha = json.loads(checkpoint.with_suffix(".json").read_text())["weights_sha256"]
-    assert entry.name.startswith(sha) and f"ov{ov.get_version().split('-')[0]}" in entry.name
+    assert entry.name.startswith(f"{sha}-64px-")
+    assert entry.name.endswith(f"ov{ov.get_version().split('-')[0]}")
     assert sorted(p.name for p in entry.iterdir()) == ["done.json", "model.bin", "model.xml"]
 
     Predictor.from_checkpoint(checkpoint, engine="openvino", precision="fp32")
@@ -264,3 +265,18 @@ def test_the_engine_settings_of_the_api_and_the_viewer(
         ViewerSettings()
     local = LocalSegmenter.load(tiny_checkpoint, "cpu", "torch")
     assert local.predictor.engine.name == "torch"
+
+
+def test_same_weights_at_two_input_sizes_get_their_own_conversions(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Regression: the cache was keyed by the weights alone, and a 32 px card with the tiny
+    checkpoint's weights (same seed) was handed the 64 px IR."""
+    small = make_checkpoint(tmp_path / "small.safetensors", image_size=32, seed=0)
+    shas = {json.loads(p.with_suffix(".json").read_text())["weights_sha256"]
+            for p in (small, tiny_checkpoint)}  # fmt: skip
+    assert len(shas) == 1
+    for checkpoint in (tiny_checkpoint, small):
+        predictor = Predictor.from_checkpoint(checkpoint, engine="openvino", precision="fp32")
+        result = predictor.predict_slice(brain_like(40, 48))
+        assert result.mask.shape == (40, 48)
