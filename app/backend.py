@@ -61,9 +61,9 @@ class LocalSegmenter:
         self.description = f"model {predictor.model_version}, running in this process"
 
     @classmethod
-    def load(cls, checkpoint: Path, device: str = "cpu") -> LocalSegmenter:
+    def load(cls, checkpoint: Path, device: str = "cpu", engine: str = "auto") -> LocalSegmenter:
         try:
-            predictor = Predictor.from_checkpoint(checkpoint, device=device)
+            predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine)
         except (OSError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
             raise BackendError(
                 f"the model could not be loaded: {exc}. Set LGGSEG_CHECKPOINT to a checkpoint "

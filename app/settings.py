@@ -9,6 +9,8 @@
 ``LGGSEG_REPORTS_DIR``   a folder of cohort reports (``python -m analysis.cohort --out``
                          folders, or one such folder) for the "cohort report" page
 ``LGGSEG_DEVICE``        device for the in-process model (``cpu``, ``cuda``, ``cuda:1``)
+``LGGSEG_ENGINE``        engine of the in-process model: ``auto`` (OpenVINO on CPU where
+                         installed, torch on CUDA), ``torch`` or ``openvino``
 =======================  ==============================================================
 
 These are the operator's settings, never page inputs: the API key is sent only to
@@ -19,6 +21,7 @@ and reports only among those found under ``LGGSEG_REPORTS_DIR``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +40,9 @@ class ViewerSettings(BaseSettings):
     data_dir: Path | None = Field(None, description="a kaggle_3m folder to browse")
     reports_dir: Path | None = Field(None, description="a folder of cohort reports to browse")
     device: str = Field("cpu", description="device for the in-process model")
+    engine: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="engine of the in-process model (auto, torch, openvino)"
+    )
     api_timeout_s: float = Field(60.0, gt=0, description="timeout of one API call")
 
     @field_validator("api_url", mode="before")

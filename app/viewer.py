@@ -67,8 +67,8 @@ class Display:
 
 
 @st.cache_resource(show_spinner="Loading the model...")
-def load_local(checkpoint: str, device: str) -> backend.LocalSegmenter:
-    return backend.LocalSegmenter.load(Path(checkpoint), device)
+def load_local(checkpoint: str, device: str, engine: str = "auto") -> backend.LocalSegmenter:
+    return backend.LocalSegmenter.load(Path(checkpoint), device, engine)
 
 
 @st.cache_resource(show_spinner="Connecting to the API...", ttl=300)
@@ -92,7 +92,7 @@ def segmenter_for(settings: ViewerSettings) -> backend.Segmenter:
     if settings.api_url:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return connect_api(settings.api_url, settings.api_timeout_s, key)
-    return load_local(str(settings.checkpoint), settings.device)
+    return load_local(str(settings.checkpoint), settings.device, settings.engine)
 
 
 def _session_predictions() -> OrderedDict[str, Any]:

@@ -12,7 +12,11 @@ its latency is counted from that scheduled time. Each run is bounded by ``--dura
 The server is either one already running (``--url``) or started here on a free port from
 ``--checkpoint`` or from a random-weights model of the real architecture (``--random-model``:
 same compute as the trained model, meaningless masks). Slices are real kaggle_3m ``.tif`` files,
-sent as their bytes, like the viewer does. Prints one markdown table per mode.
+sent as their bytes, like the viewer does. Prints one markdown table per mode, the server's
+runtime (engine, precision, CPU model and flags from ``GET /v1/model``) and, with
+``--baseline``, the bare forward pass (batch 1, in this process, after the API runs) of torch in
+bf16 where the CPU has it natively (else fp32) and of the served engine, and the ratio of the
+API's sequential p50 to torch's bare forward (issue 14's target: <= 0.6).
 """
 
 from __future__ import annotations
@@ -136,6 +140,48 @@ async def sequential(
         return outcomes
 
 
+def server_runtime(url: str, api_key: str | None) -> dict:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    answer = httpx.get(f"{url}/v1/model", headers=headers, timeout=10)
+    return dict(answer.json().get("runtime") or {}) if answer.status_code == 200 else {}
+
+
+def bare_forward_s(checkpoint: Path, engine: str, precision: str, repeats: int = 10) -> float:
+    """Median seconds of one batch-1 forward pass of ``engine`` in this process."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, engine=engine, precision=precision)
+    size = predictor.preprocessing.image_size
+    x = torch.zeros(1, 3, size, size)
+    predictor.engine.forward(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.engine.forward(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def baseline_table(checkpoint: Path, runtime: dict, api_p50_s: float | None) -> str:
+    sys.path.insert(0, str(REPO))
+    from inference.engines.cpu import native_bf16
+
+    torch_precision = "bf16" if native_bf16() else "fp32"
+    torch_s = bare_forward_s(checkpoint, "torch", torch_precision)
+    lines = ["| bare forward, batch 1 | ms |", "|---|---|",
+             f"| torch {torch_precision} | {ms(torch_s)} |"]  # fmt: skip
+    if runtime.get("engine") and runtime.get("engine") != "torch":
+        served = bare_forward_s(checkpoint, runtime["engine"], runtime["precision"])
+        lines.append(f"| {runtime['engine']} {runtime['precision']} (served) | {ms(served)} |")
+    if api_p50_s is not None:
+        lines.append(f"| API sequential p50 / torch {torch_precision} | "
+                     f"{api_p50_s / torch_s:.2f} (target <= 0.6) |")
+    return "\n".join(lines)
+
+
 def ms(seconds: float) -> str:
     return "-" if seconds != seconds else f"{seconds * 1000:.0f}"  # NaN -> "-"
 
@@ -167,9 +213,10 @@ def latency_table(outcomes: list[Outcome]) -> str:
     failed = len(outcomes) - len(ok)
     return "\n".join(
         [
-            "| sequential requests | p50 ms | p90 ms | mean ms | min ms | failed |",
-            "|---|---|---|---|---|---|",
+            "| sequential requests | p50 ms | p90 ms | p99 ms | mean ms | min ms | failed |",
+            "|---|---|---|---|---|---|---|",
             f"| {len(outcomes)} | {ms(percentile(ok, 50))} | {ms(percentile(ok, 90))} "
+            f"| {ms(percentile(ok, 99))} "
             f"| {ms(statistics.fmean(ok) if ok else float('nan'))} "
             f"| {ms(min(ok) if ok else float('nan'))} | {failed} |",
         ]
@@ -256,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--api-key", help="X-API-Key, if the server needs one")
     parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="after the runs, time the bare forward pass of torch and of the served engine "
+        "here (needs --checkpoint or --random-model)",
+    )
+    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -282,12 +335,18 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
         try:
             print(f"target {url}; {len(slices)} real slices; {os.cpu_count()} CPUs\n")
+            runtime = server_runtime(url, args.api_key)
+            if runtime:
+                print(f"server runtime: {runtime.get('engine')} {runtime.get('precision')} on "
+                      f"{runtime.get('cpu')} (flags: {', '.join(runtime.get('cpu_flags', []))})\n")
+            api_p50 = None
             if args.latency:
                 outcomes = asyncio.run(
                     sequential(url, slices, args.latency, args.timeout, args.api_key)
                 )
                 print("Single-slice latency (end to end, one request at a time)\n")
                 print(latency_table(outcomes) + "\n")
+                api_p50 = percentile([o.latency_s for o in outcomes if o.status == 200], 50)
             results = []
             for rate in args.rate:
                 results.append(
@@ -299,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.pause)
             if results:
                 print(f"Open-loop constant rate, {args.duration:g} s per run\n")
-                print(load_table(results))
+                print(load_table(results) + "\n")
+            if args.baseline and url != args.url:
+                print("Bare forward pass in this process (the server idle)\n")
+                print(baseline_table(checkpoint, runtime, api_p50))
         finally:
             if server is not None:
                 server.stop(timeout=60)

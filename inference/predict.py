@@ -88,6 +88,7 @@ from inference.decode import (
     voxel_spacing_mm,
 )
 from inference.dicom_seg import dicom_bytes, mask_to_dicom_seg
+from inference.engines import ENGINES, PRECISIONS
 from inference.metrics import dice, hd95, hd95_key
 from inference.outputs import mask_to_nifti, mask_to_png, nifti_to_gz_bytes
 from inference.predictor import Predictor, SlicePrediction
@@ -574,10 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ..."
     )
     parser.add_argument(
-        "--precision",
-        choices=["auto", "bf16", "fp32"],
+        "--engine",
+        choices=list(ENGINES),
         default="auto",
-        help="auto (default): bf16 where the hardware runs it natively, else fp32",
+        help="what runs the network: auto (default; OpenVINO on CPU where installed, torch on "
+        "CUDA), torch (the reference) or openvino",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="auto",
+        help="auto (default): int8 where a validated int8 model lies beside the weights "
+        "(python -m training.quantize), else bf16 where the hardware runs it natively, else "
+        "fp32; int8 needs --engine openvino or auto",
     )
     parser.add_argument(
         "--tta",
@@ -608,7 +618,7 @@ def _load(args: argparse.Namespace) -> Predictor:
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
     return Predictor.from_checkpoint(
         args.checkpoint, args.device, precision=args.precision, tta=args.tta,
-        threshold=args.threshold, batch_size=args.batch_size,
+        threshold=args.threshold, batch_size=args.batch_size, engine=args.engine,
     )  # fmt: skip
 
 
@@ -722,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"segmented {len(writer.rows)} slices from {len(args.inputs) + bool(args.pre)} input(s) "
         f"({len(writer.cases)} case(s)) with "
-        f"{predictor.model_version} ({predictor.precision}); {with_tumour} with tumour; "
+        f"{predictor.model_version} ({predictor.engine.name} {predictor.precision}); "
+        f"{with_tumour} with tumour; "
         f"predictions, {areas.name}, {summary.name}"
         f"{'' if args.no_qc else ' and qc/ montages'} in {args.out}"
     )

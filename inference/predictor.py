@@ -4,8 +4,11 @@ It is built from a checkpoint only (safetensors weights + JSON card; nothing is 
 applies the preprocessing recorded in the card through ``data.preprocessing``, so an uploaded
 slice reaches the network exactly as a training slice did (see ``Predictor.prepare``).
 
-Speed on CPU: the model runs in ``torch.inference_mode()``, in channels-last layout, and under
-bfloat16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX); elsewhere in fp32.
+Speed: the network runs on an engine (``inference.engines``): ``torch`` (any device; channels-last,
+bf16 autocast where the hardware has native bf16, else fp32) or ``openvino`` on CPU (the checkpoint
+converted once and cached; int8 when a validated int8 model lies beside the weights, else bf16
+where native, f32 otherwise). ``engine="auto"`` picks OpenVINO on CPU and torch on CUDA;
+:meth:`Predictor.runtime` says what runs.
 
 bf16 accuracy (``tests/inference/test_precision.py``, 27 real kaggle_3m slices from 9 patients):
 against fp32, a partly trained resnet18 model gives max |p_bf16 - p_fp32| = 0.013, mean 0.0003,
@@ -21,14 +24,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from data.preprocessing import preprocess_image, restore_size
+from inference.engines import Built, create_engine, runtime_info
 from models.card import ModelCard
 from models.checkpoint import load_checkpoint
-from models.precision import Precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +90,11 @@ class VolumePrediction:
         )
 
 
-_CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d)
-
-
-def _cast_convolutions(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Store convolution weights in ``dtype`` once, instead of autocast casting them per call.
-
-    Autocast runs convolutions in bf16 anyway, casting the fp32 weights on every forward
-    (about a tenth of the CPU time at batch 1); pre-cast weights give bitwise the same outputs.
-    """
-    for module in model.modules():
-        if isinstance(module, _CONVOLUTIONS):
-            module.to(dtype)
-
-
 class Predictor:
     """Segment slices and volumes with a trained checkpoint.
 
-    Use :meth:`from_checkpoint`. Calls from several threads at once are safe (inference mode
-    changes no state); the API runs ``model_workers`` batches side by side, one by default.
+    Use :meth:`from_checkpoint`. Calls from several threads at once are safe (the engines keep
+    no per-call state); the API runs ``model_workers`` batches side by side, one by default.
     """
 
     def __init__(
@@ -113,28 +103,40 @@ class Predictor:
         card: ModelCard,
         *,
         device: str | torch.device = "cpu",
-        precision: Precision = "auto",
+        precision: str = "auto",
         tta: bool = False,
         threshold: float = 0.5,
         weights_sha256: str | None = None,
         batch_size: int = 8,
+        engine: str = "torch",
+        weights_path: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be strictly between 0 and 1, not {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
         self.tta = tta
         self.threshold = float(threshold)
         self.batch_size = batch_size
         self.card = card
         self.preprocessing = card.preprocessing
-        self.model = model.to(self.device).eval()
-        if self.precision == "bf16":
-            _cast_convolutions(self.model, torch.bfloat16)
-        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         sha = weights_sha256 or card.weights_sha256 or "unknown"
+        self._built: Built = create_engine(
+            model,
+            image_size=self.preprocessing.image_size,
+            weights_path=weights_path or "",
+            weights_sha256=sha,
+            device=self.device,
+            engine=engine,
+            precision=precision,
+            threads=threads,
+        )
+        self.engine = self._built.engine
+        self.precision = self.engine.precision
+        self.model: torch.nn.Module | None = getattr(self.engine, "model", None)
+        """The torch module where the torch engine runs it; None for the other engines."""
         name = card.name or "lggseg-model"
         version = card.version or "0"
         self.model_version = f"{name}-{version}+{sha[:12]}"
@@ -145,12 +147,18 @@ class Predictor:
         path: str | Path,
         device: str | torch.device = "cpu",
         *,
-        precision: Precision = "auto",
+        precision: str = "auto",
         tta: bool = False,
         threshold: float = 0.5,
         batch_size: int = 8,
+        engine: str = "auto",
+        threads: int | None = None,
     ) -> Predictor:
         """Load ``path`` (``.safetensors`` with its ``.json`` card beside it).
+
+        ``engine``: ``auto`` (OpenVINO on CPU where installed, torch elsewhere), ``torch`` or
+        ``openvino``; ``precision``: ``auto``, ``fp32``, ``bf16`` or ``int8`` (OpenVINO with
+        ``training.quantize``'s model). ValueError when the pair cannot run here.
 
         Raises ``models.checkpoint.CheckpointError`` saying why a checkpoint is unusable
         (missing, truncated, tampered with, wrong architecture, invalid card).
@@ -170,6 +178,9 @@ class Predictor:
             threshold=threshold,
             weights_sha256=sha,
             batch_size=batch_size,
+            engine=engine,
+            weights_path=path,
+            threads=threads,
         )
 
     # ------------------------------------------------------------------ the pipeline
@@ -183,23 +194,13 @@ class Predictor:
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
         """``N x 3 x S x S`` -> ``N x S x S`` float32 probabilities (flip-TTA averaged if on)."""
-        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        n = x.shape[0]
+        n = batch.shape[0]
         if self.tta:
-            x = torch.cat([x, torch.flip(x, dims=[3])]).contiguous(
-                memory_format=torch.channels_last
-            )
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-            ),
-        ):
-            logits = self.model(x)
-        probs = torch.sigmoid(logits[:, 0].float())
+            batch = torch.cat([batch, torch.flip(batch, dims=[3])])
+        probs = torch.sigmoid(self.engine.forward(batch)[:, 0])
         if self.tta:
             probs = (probs[:n] + torch.flip(probs[n:], dims=[2])) / 2
-        return probs.cpu().numpy()
+        return probs.numpy()
 
     def _finish(self, image: np.ndarray, probabilities: np.ndarray) -> SlicePrediction:
         height, width = np.asarray(image).shape[:2]
@@ -246,6 +247,11 @@ class Predictor:
         for start in range(0, len(slices), step):
             predictions += self.predict_batch(slices[start : start + step])
         return VolumePrediction.from_slices(predictions)
+
+    def runtime(self) -> dict[str, Any]:
+        """What runs the network: engine, precision, device, CPU model and flags, versions, notes
+        (shown by ``/v1/model`` and in ``training.evaluate``'s summary)."""
+        return runtime_info(self._built)
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run dummy batches so the first real request does not pay for kernel selection."""

@@ -30,6 +30,18 @@ def _restore_torch_threads() -> object:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """Converted models (OpenVINO IR) go to a temporary folder, never the user's ~/.cache."""
+    before = os.environ.get("LGGSEG_CACHE_DIR")
+    os.environ["LGGSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if before is None:
+        os.environ.pop("LGGSEG_CACHE_DIR", None)
+    else:
+        os.environ["LGGSEG_CACHE_DIR"] = before
+
+
 def lgg_root() -> Path | None:
     root = Path(os.environ.get("LGGSEG_TEST_DATA_DIR", DEFAULT_LGG))
     return root if (root / "data.csv").is_file() else None

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from data.atomic import atomic_write_json
 from data.kaggle3m import DatasetError, PatientRecord, read_image, read_mask, scan_dataset
 from data.split import PARTS, Split
+from inference.engines import ENGINES, PRECISIONS
 from inference.metrics import METRICS, summarize, volume_metrics
 from inference.postprocessing import PostProcessing
 from inference.predictor import Predictor
@@ -88,9 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where to run the model (auto: CUDA when available)")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                        help="auto (default): bf16 where the hardware runs it natively, as the "
-                             "API and the viewer do; else fp32")
+    parser.add_argument("--engine", choices=list(ENGINES), default="auto",
+                        help="what runs the network: auto (OpenVINO on CPU where installed, "
+                             "torch on CUDA), torch (the reference) or openvino")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                        help="auto (int8 where a validated int8 model lies beside the weights, "
+                             "bf16 where the hardware has it natively, else fp32), fp32, bf16, "
+                             "or int8 (openvino engine, training.quantize's model)")
     parser.add_argument("--tta", action="store_true",
                         help="average with a horizontally flipped pass (twice the compute)")
     return parser
@@ -116,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             precision=args.precision,
             tta=args.tta,
+            engine=args.engine,
         )
     except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         logger.error("evaluation failed: %s", exc)
@@ -141,18 +147,20 @@ def evaluate(
     device: str = "auto",
     precision: str = "auto",
     tta: bool = False,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on some patients through the Predictor; writes OUT/, returns the
     summary."""
     post = postprocessing or PostProcessing()
     predictor = Predictor.from_checkpoint(
         checkpoint, resolve_device(device), precision=precision,  # type: ignore[arg-type]
-        tta=tta, threshold=threshold, batch_size=batch_size,
+        tta=tta, threshold=threshold, batch_size=batch_size, engine=engine,
     )
     patients = scan_dataset(data_dir)
     chosen = choose_patients(predictor.card, split_file, patients, split_name)
-    logger.info("scoring %d %s patients with %s on %s (%s%s)", len(chosen), split_name,
-                predictor.model_version, predictor.device, predictor.precision,
+    logger.info("scoring %d %s patients with %s on %s (%s %s%s)", len(chosen), split_name,
+                predictor.model_version, predictor.device, predictor.engine.name,
+                predictor.precision,
                 ", flip TTA" if tta else "")
 
     rows = []
@@ -248,7 +256,9 @@ def _summary(
         "tta": predictor.tta,
         "device": str(predictor.device),
         "precision": predictor.precision,
+        "engine": predictor.engine.name,
         "cpu": cpu_model(),
+        "runtime": predictor.runtime(),
         "convention": CONVENTION,
         "statistics": stats,
         "patient_dice": {row["patient_id"]: row["dice"] for row in rows},

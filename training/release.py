@@ -36,6 +36,7 @@ import torch
 from data.dataset import SliceDataset
 from data.kaggle3m import DatasetError, PatientRecord, scan_dataset
 from data.preprocessing import PreprocessingConfig
+from inference.engines import ENGINES, PRECISIONS
 from models import BUNDLED_CHECKPOINT
 from models.card import INTENDED_USE, ModelCard
 from models.checkpoint import (
@@ -88,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reports", type=Path, metavar="DIR",
                         help="where the evaluation reports go (default runs/release-VERSION)")
     parser.add_argument("--device", default="auto", help="device for the scoring")
+    parser.add_argument("--engine", choices=list(ENGINES), default="auto",
+                        help="engine for the scoring (default auto: what the API, the viewer "
+                             "and the CLI run by default on this machine)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                        help="precision for the scoring (default auto, as those entry points)")
     parser.add_argument("--note", default=None, help="a sentence for the card, e.g. the budget")
     return parser
 
@@ -136,17 +142,21 @@ def scored_metrics(
     metrics.update(
         convention=first["convention"],
         std="sample standard deviation over patients",
-        scored_with={k: first[k] for k in ("model", "precision", "tta", "threshold", "cpu")},
+        scored_with={k: first[k] for k in ("model", "engine", "precision", "tta", "threshold",
+                                           "cpu") if k in first},
     )
     return metrics
 
 
-def rescore(weights: Path, data_dir: Path, reports: Path, device: str = "auto") -> dict[str, Any]:
+def rescore(
+    weights: Path, data_dir: Path, reports: Path, device: str = "auto", *,
+    engine: str = "auto", precision: str = "auto",
+) -> dict[str, Any]:
     """Score a released file on its card's validation and test patients through the Predictor
     with its default settings (what the API, the viewer and the CLI run on this machine), and
     make those its card's ``metrics``; the weights are not touched."""
     summaries = {part: evaluate(weights, data_dir, reports / f"eval-{part}", split_name=part,
-                                device=device)
+                                device=device, engine=engine, precision=precision)
                  for part in SCORED_PARTS}
     card = load_card(weights)
     metrics = scored_metrics(summaries, card.trained_on_val)
@@ -242,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_card = release_card(card.with_updates(repairs=repairs) if repairs else card,
                                 args.version, args.note)
         save_checkpoint(args.out, model, new_card, dtype=getattr(torch, args.dtype))
-        scores = rescore(args.out, args.data_dir, reports, args.device)
+        scores = rescore(args.out, args.data_dir, reports, args.device, engine=args.engine,
+                         precision=args.precision)
     except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -258,12 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _rescore_only(args: argparse.Namespace) -> int:
     reports = args.reports or Path("runs") / f"rescore-{args.rescore.stem}"
     try:
-        scores = rescore(args.rescore, args.data_dir, reports, args.device)
+        scores = rescore(args.rescore, args.data_dir, reports, args.device,
+                         engine=args.engine, precision=args.precision)
     except (CheckpointError, DatasetError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     used = scores["scored_with"]
-    print(f"re-scored {args.rescore} ({used['precision']}): test "
+    print(f"re-scored {args.rescore} ({used.get('engine', 'torch')} {used['precision']}): test "
           f"mean patient Dice {scores['test_mean_patient_dice']:.4f}, val "
           f"{scores['val_mean_patient_dice']:.4f}"
           f"{' (in-sample: final fit)' if scores.get('val_in_sample') else ''}; "

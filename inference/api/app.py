@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from data.preprocessing import ChannelError
 from inference.api.batching import BatchTimeout, Overloaded
@@ -32,6 +33,7 @@ DESCRIPTION = """
 Segments lower-grade glioma (FLAIR abnormality) in brain MRI slices with a ResNet-50-UNet.
 **Research software, not for diagnostic use.**
 
+`GET /v1/model` says what runs the network (engine, precision, CPU model and flags).
 Uploads are multipart/form-data, processed in memory and never stored or logged. Formats are
 sniffed from the bytes: PNG, TIFF, JPEG and NIfTI for slices; NIfTI or a zip of slices for
 volumes; three NIfTI files (pre-contrast, FLAIR, post-contrast on one grid) for a case. Errors
@@ -120,7 +122,9 @@ def create_app(
         finally:
             await service.stop()
 
-    app = FastAPI(
+    # /docs and /redoc serve Swagger UI and ReDoc from the package (/static-offline-docs), not
+    # from a CDN: hospital servers often have no internet access.
+    app = FastAPIOffline(
         title="lggseg: LGG tumour segmentation API",
         version="1",
         description=DESCRIPTION,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,11 @@ class ModelInfo(BaseModel):
     tta: bool | None = None
     threshold: float
     card: ModelCard = Field(description="the checkpoint's model card, as stored")
+    runtime: dict[str, Any] | None = Field(
+        None,
+        description="what runs the network: engine (torch, openvino), precision (fp32, bf16, "
+        "int8), device, CPU model and its bf16/AMX/VNNI flags, library versions, notes",
+    )
 
 
 class SegmentResult(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,8 +90,9 @@ class ModelService:
             reason = _file_names_only(f"{type(exc).__name__}: {exc}", settings.checkpoint)
             return cls(settings, metrics, error=f"model not loaded: {reason}")
         log.info(
-            "model %s ready (%s, %s)",
+            "model %s ready (%s %s, %s)",
             predictor.model_version,
+            predictor.engine.name,
             predictor.precision,
             predictor.device,
         )
@@ -142,6 +144,9 @@ class ModelService:
     async def segment_volume(self, slices: Sequence[np.ndarray]) -> list[SlicePrediction]:
         """A volume's slices, ``max_batch`` at a time, interleaved fairly with slice requests.
 
+        Two chunks are in flight: while one runs, the next waits in the queue, so the model
+        never idles between a volume's batches (the volume reaches the engine's batch
+        throughput) and a slice request waits behind at most one of the volume's batches.
         At most ``max_concurrent_volumes`` volumes run at once; another one gets Overloaded.
         """
         batcher = self._batcher()
@@ -152,11 +157,23 @@ class ModelService:
         async with self._volumes, asyncio.timeout(self.settings.volume_timeout_s):
             out: list[SlicePrediction] = []
             step = self.settings.max_batch
-            for start in range(0, len(slices), step):
-                chunk = list(slices[start : start + step])
-                out += await batcher.submit(
-                    chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
-                )
+            in_flight: deque[asyncio.Future[list[SlicePrediction]]] = deque()
+            try:
+                for start in range(0, len(slices), step):
+                    chunk = list(slices[start : start + step])
+                    in_flight.append(asyncio.ensure_future(batcher.submit(
+                        chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
+                    )))  # fmt: skip
+                    if len(in_flight) == 2:
+                        out += await in_flight.popleft()
+                while in_flight:
+                    out += await in_flight.popleft()
+            finally:
+                for future in in_flight:  # an error or a cancelled request: drop the rest
+                    if not future.done():
+                        future.cancel()
+                    elif not future.cancelled():
+                        future.exception()  # retrieved: no "never retrieved" warning
             return out
 
 
@@ -170,7 +187,8 @@ def _file_names_only(text: str, checkpoint: Path) -> str:
 
 def configure_threads(settings: ServeSettings) -> int:
     """Set torch's intra-op threads for threads started from now on (the model threads); by
-    default the usable cores shared out over the ``model_workers``."""
+    default the usable cores shared out over the ``model_workers``. The OpenVINO engine is given
+    the same number of threads."""
     threads = settings.torch_threads or max(1, default_torch_threads() // settings.model_workers)
     torch.set_num_threads(threads)
     log.info("torch uses %d intra-op thread(s)", threads)
@@ -201,6 +219,8 @@ def _load(settings: ServeSettings) -> Predictor:
         tta=settings.tta,
         threshold=settings.threshold,
         batch_size=settings.max_batch,
+        engine=settings.engine,
+        threads=torch.get_num_threads(),
     )
     if settings.warmup:
         predictor.warm_up(sorted({1, settings.max_batch}))

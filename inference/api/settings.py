@@ -25,7 +25,16 @@ class ServeSettings(BaseSettings):
     # The model
     checkpoint: Path = Field(BUNDLED_CHECKPOINT, description="weights (.safetensors; card beside)")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    engine: Literal["auto", "torch", "openvino"] = Field(
+        "auto",
+        description="what runs the network: auto (OpenVINO on CPU where installed, torch on "
+        "CUDA), torch or openvino",
+    )
+    precision: Literal["auto", "bf16", "fp32", "int8"] = Field(
+        "auto",
+        description="auto: int8 where a validated int8 model lies beside the weights, else bf16 "
+        "where the hardware has it natively, else fp32",
+    )
     tta: bool = Field(False, description="average with a horizontally flipped pass")
     threshold: float = Field(0.5, gt=0, lt=1)
     torch_threads: int | None = Field(

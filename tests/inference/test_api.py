@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,6 +207,21 @@ def test_model_card(client: TestClient, spread_checkpoint: Path) -> None:
     assert body["card"]["preprocessing"]["image_size"] == 64
     assert body["model_version"] == client.get("/readyz").json()["model_version"]
     assert body["threshold"] == 0.5
+    runtime = body["runtime"]
+    assert runtime["engine"] in ("openvino", "torch") and runtime["precision"] in ("fp32", "bf16")
+    assert runtime["device"] == "cpu" and isinstance(runtime["cpu_flags"], list)
+
+
+def test_docs_render_without_internet(client: TestClient) -> None:
+    """/docs and /redoc name only assets this server serves (hospital servers are offline)."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
+        assets = re.findall(r'(?:src|href)="(/static-offline-docs/[^"]+)"', html)
+        assert any(a.endswith(".js") for a in assets)
+        for asset in assets:
+            answer = client.get(asset)
+            assert answer.status_code == 200 and len(answer.content) > 1000, asset
 
 
 def test_metrics_count_requests_and_batches(client: TestClient) -> None:

@@ -42,8 +42,9 @@ def real_slices(lgg_dir: Path, patients: int = 3) -> list[np.ndarray]:
 
 def compare(checkpoint: Path, images: list[np.ndarray]) -> tuple[float, float, float]:
     """(max |p_bf16 - p_fp32|, mean |p_bf16 - p_fp32|, Dice of the two masks over all slices)."""
-    fp32 = Predictor.from_checkpoint(checkpoint, precision="fp32").predict_batch(images)
-    bf16 = Predictor.from_checkpoint(checkpoint, precision="bf16").predict_batch(images)
+    fp32 = Predictor.from_checkpoint(checkpoint, precision="fp32", engine="torch")
+    bf16 = Predictor.from_checkpoint(checkpoint, precision="bf16", engine="torch")
+    fp32, bf16 = fp32.predict_batch(images), bf16.predict_batch(images)
     diffs = [np.abs(a.probabilities - b.probabilities) for a, b in zip(fp32, bf16, strict=True)]
     pooled = dice(
         np.concatenate([a.mask.ravel() for a in fp32]),

@@ -214,7 +214,7 @@ def test_bf16_weights_cast_once_give_the_autocast_result(tiny_checkpoint: Path) 
     """Pre-cast convolution weights change speed only: bitwise the plain autocast output."""
     from models.checkpoint import load_checkpoint
 
-    predictor = Predictor.from_checkpoint(tiny_checkpoint, precision="bf16")
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, precision="bf16", engine="torch")
     assert predictor.model.encoder.conv1.weight.dtype == torch.bfloat16
     model, _ = load_checkpoint(tiny_checkpoint)
     model = model.to(memory_format=torch.channels_last)
@@ -224,5 +224,5 @@ def test_bf16_weights_cast_once_give_the_autocast_result(tiny_checkpoint: Path) 
     # Same kernels whether autocast casts the weights or they were cast once: agreement far
     # inside bf16's own rounding (2**-8 relative) is what is promised, not bit equality.
     assert np.allclose(predictor._forward(x), reference[:, 0].numpy(), atol=1e-4, rtol=0)
-    fp32 = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32")
+    fp32 = Predictor.from_checkpoint(tiny_checkpoint, precision="fp32", engine="torch")
     assert fp32.model.encoder.conv1.weight.dtype == torch.float32

@@ -44,9 +44,20 @@ def test_bundled_model_loads_and_matches_its_card(card: dict) -> None:
 @pytest.mark.slow
 def test_the_cards_test_scores_are_those_of_what_users_get(card: dict, lgg_dir, tmp_path) -> None:
     """Re-score the shipped file on the card's test patients through the Predictor with its
-    default settings, exactly what the API, the viewer and the CLI run: the mean patient Dice
-    equals the card's within 0.005, and so does each patient's (bf16 kernels differ a little
-    between CPUs, e.g. AVX512-BF16 and AMX, hence the tolerance)."""
+    default settings (``engine="auto"``), exactly what the API, the viewer and the CLI run: the
+    mean patient Dice equals the card's within 0.005 and each patient's within 0.02.
+
+    Why these tolerances hold on another CPU: the card is scored with the default engine, on
+    CPU OpenVINO int8 (the validated int8 model beside the weights). Its quantized
+    convolutions accumulate in int32, exact whatever the instructions (AVX2 vpmaddubsw, VNNI,
+    AMX-INT8); what differs between CPUs is the float part (f32 here, bf16 where native, e.g.
+    Sapphire Rapids with AMX: max |dp| about 0.01, tests/inference/test_precision.py) and the
+    rounding of requantization. Any such change is bounded by the largest one possible, int8
+    against fp32 itself, measured on the 11 validation patients: mean -0.0006, worst single
+    patient 0.018 (a small tumour, where a few pixels move Dice most); hence 0.005 on the mean
+    and 0.02 per patient. Without OpenVINO (or on CUDA) the torch engine runs, the fp32 or
+    native-bf16 model: also within int8's distance of fp32.
+    """
     from data.kaggle3m import scan_dataset
     from training.evaluate import evaluate
 
@@ -61,4 +72,4 @@ def test_the_cards_test_scores_are_those_of_what_users_get(card: dict, lgg_dir, 
     assert summary["mean_patient_dice"] == pytest.approx(
         recorded["test_mean_patient_dice"], abs=0.005)
     for pid, dice in recorded["test_patient_dice"].items():
-        assert summary["patient_dice"][pid] == pytest.approx(dice, abs=0.005), pid
+        assert summary["patient_dice"][pid] == pytest.approx(dice, abs=0.02), pid

@@ -1,4 +1,5 @@
-"""``GET /v1/model``: the loaded model's card and serving options."""
+"""``GET /v1/model``: the loaded model's card, serving options and runtime (engine, precision,
+CPU model and flags)."""
 
 from __future__ import annotations
 
@@ -25,4 +26,5 @@ async def model_card(service: ReadyServiceDep) -> ModelInfo:
         tta=getattr(predictor, "tta", None),
         threshold=predictor.threshold,
         card=predictor.card,
+        runtime=predictor.runtime() if hasattr(predictor, "runtime") else None,
     )
