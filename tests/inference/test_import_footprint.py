@@ -32,8 +32,8 @@ print(json.dumps({"modules": sorted(sys.modules), "paths": []}))
 # Packages of the other extras ([viewer], [train], [analysis]) and the project's own
 # training/ and app/ folders (nothing imports those).
 NOT_FOR_THE_API = ("streamlit", "albumentations", "statsmodels", "training", "app")
-SERVE_ONLY = ("fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic_settings",
-              "python_multipart")
+SERVE_ONLY = ("fastapi", "fastapi_offline", "starlette", "uvicorn", "prometheus_client",
+              "pydantic_settings", "python_multipart")
 
 
 def loaded(probe: str) -> tuple[set[str], list[str], list[str]]:
