@@ -69,6 +69,7 @@ CHANNELS: dict[str, overlay.Channel] = {
 PAGE_CSS = """<style>
 .block-container {padding-top: 2.2rem; padding-bottom: 1rem;}
 h1 {font-size: 1.6rem !important; padding: 0 0 0.2rem 0 !important;}
+[data-testid="stMetricValue"] {font-size: 1.5rem;}
 </style>"""
 
 
@@ -178,16 +179,15 @@ def sidebar() -> Display:
     operator's settings (``LGGSEG_API_URL``, ``LGGSEG_DATA_DIR``), never page inputs."""
     with st.sidebar:
         st.subheader("Layers")
-        a, b = st.columns(2)
         shown = {
-            LAYER_AGREEMENT: a.checkbox(LAYER_AGREEMENT, True, key="layer_agreement",
+            LAYER_AGREEMENT: st.checkbox(LAYER_AGREEMENT, True, key="layer_agreement",
                                         help="Filled: yellow where prediction and ground truth "
                                         "agree, vermillion prediction only, blue missed."),
-            LAYER_PREDICTION: b.checkbox(LAYER_PREDICTION, False, key="layer_prediction",
+            LAYER_PREDICTION: st.checkbox(LAYER_PREDICTION, False, key="layer_prediction",
                                          help="The predicted mask's outline (orange)."),
-            LAYER_TRUTH: a.checkbox(LAYER_TRUTH, False, key="layer_truth",
+            LAYER_TRUTH: st.checkbox(LAYER_TRUTH, False, key="layer_truth",
                                     help="The expert mask's outline (sky blue)."),
-            LAYER_UNCERTAINTY: b.checkbox(
+            LAYER_UNCERTAINTY: st.checkbox(
                 LAYER_UNCERTAINTY, False, key="layer_uncertainty",
                 help="Purple where the model's answer for the left-right mirrored slice differs: "
                 "one more pass of the model over every slice."),
@@ -805,9 +805,10 @@ def page_dataset(segmenter: backend.Segmenter, root: Path | None, display: Displ
     if part in ("train", "val"):
         st.caption(f"⚠ This patient was in the model's {card.SPLIT_NAMES[part]} set: its "
                    "scores overstate how well the model does on new patients.")
-    # Everything about the patient is drawn in ``body``. While another patient is segmented,
-    # ``body`` holds only a notice: the previous patient's metrics are gone, not left stale.
-    body = st.empty()
+    # Everything about the patient is drawn in ``body``, a container keyed by the patient: the
+    # next patient's container replaces it at once, so while that patient is segmented only
+    # its notice shows, never the previous patient's metrics.
+    body = st.container(key=f"body-{patient_id}")
     try:
         areas = truth_areas(str(root), patient_id)
         images, truths, files = _read_patient(patient)
@@ -818,19 +819,23 @@ def page_dataset(segmenter: backend.Segmenter, root: Path | None, display: Displ
         return
     items = list(zip(files, images, strict=True))
     names = [s.image_path.name for s in patient.slices]
-    cache = _session_predictions()
-    if any(f"{segmenter.key}:{hashlib.sha256(f).hexdigest()}" not in cache for f in files):
-        body.info(f"Segmenting patient {patient_id} ({len(files)} slices)...")
-    try:
-        predictions = predict(segmenter, items, f"patient {patient_id}")
-        _record(patient_id, predictions, truths)
-        case = StackCase(patient_id, names, images, predictions, truths, int(np.argmax(areas)),
-                         "largest ground-truth tumour")
-        with body.container():
+    with body:
+        try:
+            cache = _session_predictions()
+            notice = st.empty()  # always there, so the stack keeps its place (and its state)
+            with notice.container():
+                if any(f"{segmenter.key}:{hashlib.sha256(f).hexdigest()}" not in cache
+                       for f in files):
+                    st.info(f"Segmenting patient {patient_id} ({len(files)} slices)...")
+                predictions = predict(segmenter, items, f"patient {patient_id}")
+            notice.empty()
+            _record(patient_id, predictions, truths)
+            case = StackCase(patient_id, names, images, predictions, truths,
+                             int(np.argmax(areas)), "largest ground-truth tumour")
             show_stack(segmenter, case, display, key=f"patient-{patient_id}")
-    except backend.BackendError as exc:
-        body.error(str(exc))
-        return
+        except backend.BackendError as exc:
+            st.error(str(exc))
+            return
     show_patient_table(segmenter, patients, root, model_card)
 
 
