@@ -642,7 +642,7 @@ def area_chart(rows: Sequence[dict[str, Any]], current: int, *, key: str,
     rule = alt.Chart(pd.DataFrame({"slice": [current + 1]})).mark_rule(
         color="grey", strokeDash=[4, 3]).encode(x="slice:Q")
     st.altair_chart((lines + points + rule).properties(title="Tumour area per slice"),
-                    height=220, width="stretch", on_select="rerun", selection_mode=CHART_PICK,
+                    height=280, width="stretch", on_select="rerun", selection_mode=CHART_PICK,
                     key=f"chart-{key}")
 
 
