@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -28,6 +29,7 @@ from data import kaggle3m
 from inference import metrics
 from inference.predictor import Predictor
 from models import BUNDLED_CHECKPOINT
+from tests.dicom_study import write_study
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "browser"
@@ -342,3 +344,62 @@ def test_patient_stack_in_chromium(lgg_dir: Path, dataset_viewer_url: str) -> No
         assert page.locator("[data-testid='stException']").count() == 0
         page.evaluate("window.scrollTo(0, 0)")
         _shot(page, "patient-next.png")
+
+
+def _sequence_case(lgg_dir: Path, folder: Path) -> tuple[list[Path], np.ndarray]:
+    """A real patient as nnU-Net sequence files (1 x 1 x 3 mm, invented: kaggle_3m has none)
+    and its mask; returns the files and the H x W x Z x 3 volume."""
+    patient = kaggle3m.scan_dataset(lgg_dir)[1]
+    volume = np.stack([kaggle3m.read_image(s.image_path) for s in patient.slices], axis=2)
+    truth = np.stack([kaggle3m.read_mask(s.mask_path) for s in patient.slices], axis=2)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for channel in range(3):
+        path = folder / f"case1_000{channel}.nii.gz"
+        nib.save(nib.Nifti1Image(volume[..., channel].astype(np.float32), affine), path)
+        files.append(path)
+    nib.save(nib.Nifti1Image(truth, affine), folder / "case1_mask.nii.gz")
+    return files + [folder / "case1_mask.nii.gz"], volume
+
+
+def _metric_value(page: Any, label: str) -> str:
+    metric = page.locator("[data-testid='stMetric']").filter(
+        has=page.get_by_text(label, exact=True)).first
+    metric.wait_for(timeout=180_000)
+    return str(metric.locator("[data-testid='stMetricValue']").inner_text()).strip()
+
+
+def test_sequence_files_and_dicom_uploads_in_chromium(
+    lgg_dir: Path, viewer_url: str, tmp_path: Path
+) -> None:
+    files, volume = _sequence_case(lgg_dir, tmp_path / "sequences")
+    study = write_study(tmp_path / "dicom", [
+        ("T1 pre", volume[..., 0].astype(np.uint16)), ("FLAIR", volume[..., 1].astype(np.uint16)),
+        ("T1 post gd", volume[..., 2].astype(np.uint16))])  # fmt: skip
+    sidebar = "[data-testid='stSidebar']"
+    with _page() as page:
+        page.goto(viewer_url, wait_until="domcontentloaded")
+        page.get_by_text("not for diagnostic use").wait_for(timeout=60_000)
+        page.locator(sidebar).get_by_text("Upload a volume", exact=False).click()
+        page.locator(sidebar).get_by_text("Three sequence files (NIfTI)").click()
+        page.locator(f"{sidebar} [data-testid='stFileUploader'] input[type='file']").first \
+            .set_input_files([str(p) for p in files])
+        page.locator(STACK).wait_for(timeout=180_000)
+        assert _metric_value(page, "Slices") == str(volume.shape[2])
+        assert _metric_value(page, "Ground-truth tumour volume").endswith(" ml")
+        assert _metric_value(page, "HD95 (mm)").endswith(" mm")
+        assert _metric_value(page, "Ground-truth tumour area").endswith(" mm²")
+        _idle(page)
+        assert page.locator("[data-testid='stAlertContentError']").count() == 0
+        _shot(page, "upload-sequences.png")
+
+        page.locator(sidebar).get_by_text("DICOM study", exact=True).click()
+        page.locator(f"{sidebar} [data-testid='stFileUploader'] input[type='file']").first \
+            .set_input_files([str(p) for p in sorted(study.folder.iterdir())])
+        page.get_by_text("SYN001", exact=False).first.wait_for(timeout=180_000)
+        assert _metric_value(page, "Slices") == str(volume.shape[2])
+        assert _metric_value(page, "Predicted tumour volume").endswith(" ml")
+        _idle(page)
+        assert page.locator("[data-testid='stAlertContentError']").count() == 0
+        _shot(page, "upload-dicom.png")
