@@ -52,16 +52,18 @@ def slice_stack(
     goto: tuple[int, str],
     key: str,
     height: int = 480,
+    aspect: float = 1.0,
 ) -> dict[str, Any] | None:
     """Draw the stack; returns the browser's last report (None before its first one).
 
     ``bases`` and ``overlays`` are data URLs, one per slice (an overlay may be None);
-    ``goto`` is (0-based slice, nonce).
+    ``goto`` is (0-based slice, nonce); ``aspect`` the pixel height / width (row spacing over
+    column spacing), so non-square pixels are drawn at their true shape.
     """
     value = _component(
         stack=fingerprint(bases), bases=list(bases),
         overlay_id=fingerprint([o or "" for o in overlays]), overlays=list(overlays),
         goto={"slice": int(goto[0]), "nonce": str(goto[1])}, height=int(height),
-        key=key, default=None,
+        aspect=float(aspect), key=key, default=None,
     )  # fmt: skip
     return value if isinstance(value, dict) else None

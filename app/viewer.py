@@ -55,7 +55,7 @@ LOSSY_WARNING = (
 )
 PREDICTION_CACHE_SIZE = 400
 BATCH = 8
-STACK_HEIGHT = 500
+STACK_HEIGHT = 470
 """Canvas height (CSS px): with the slider below, above the fold of a 1440 x 900 screen."""
 CHART_PICK = "pick"
 LAYER_PREDICTION = "Prediction"
@@ -522,8 +522,9 @@ def show_stack(
                                                    stack_layers(case, k, display, uncertain),
                                                    display.opacity))
             for k in range(count)]
+        aspect = case.spacing[0] / case.spacing[1] if case.spacing else 1.0
         report = stack.slice_stack(bases, overlays, goto=(index, f"{nonce_prefix}:{nonce}"),
-                                   key=f"stack-{key}",
+                                   key=f"stack-{key}", aspect=aspect,
                                    height=STACK_HEIGHT)
         seen_seq = st.session_state.setdefault(f"_seq-{key}", 0)
         if report is not None and int(report.get("seq", 0)) != seen_seq:
@@ -564,21 +565,32 @@ def show_stack(
     area_chart(rows, index, key=key, spacing=case.spacing)
 
 
+Metric = tuple[str, str, str | None]
+"""(label, value, help) of one ``st.metric``."""
+
+
+def metric_grid(items: Sequence[Metric], per_row: int = 3) -> None:
+    """Metrics in rows of ``per_row``, left to right, with no gaps for the missing ones."""
+    for start in range(0, len(items), per_row):
+        for col, (label, value, help_text) in zip(st.columns(per_row),
+                                                  items[start : start + per_row], strict=False):
+            col.metric(label, value, help=help_text)
+
+
 def show_stack_metrics(
     row: dict[str, Any], current: backend.Segmentation, spacing: tuple[float, float, float] | None
 ) -> None:
-    cols = st.columns(3)
+    items: list[Metric] = []
     if row.get("dice") is not None:
-        cols[0].metric("Dice", f"{row['dice']:.3f}",
-                       help="Overlap of prediction and ground truth on this slice: "
-                       "2|P∩G| / (|P|+|G|); both empty counts as 1.")
-        cols[1].metric("IoU", f"{row['iou']:.3f}", help="|P∩G| / |P∪G|")
-    cols[2].metric("Max probability", f"{current.max_probability:.2f}",
-                   help="The model's highest per-pixel tumour probability on this slice.")
-    cols = st.columns(2)
-    cols[0].metric("Predicted tumour area", area_label(row["predicted_pixels"], spacing))
+        items += [("Dice", f"{row['dice']:.3f}", "Overlap of prediction and ground truth on "
+                   "this slice: 2|P∩G| / (|P|+|G|); both empty counts as 1."),
+                  ("IoU", f"{row['iou']:.3f}", "|P∩G| / |P∪G|")]
+    items.append(("Max probability", f"{current.max_probability:.2f}",
+                  "The model's highest per-pixel tumour probability on this slice."))
+    items.append(("Predicted tumour area", area_label(row["predicted_pixels"], spacing), None))
     if row.get("truth_pixels") is not None:
-        cols[1].metric("Ground-truth tumour area", area_label(row["truth_pixels"], spacing))
+        items.append(("Ground-truth tumour area", area_label(row["truth_pixels"], spacing), None))
+    metric_grid(items)
     if spacing is None:
         st.caption("Areas in pixels: these files carry no pixel spacing.")
 
@@ -587,26 +599,28 @@ def show_volume_metrics(
     case: StackCase, masks: np.ndarray, truth: np.ndarray | None, key: str
 ) -> None:
     summary = backend.score(masks, truth)
-    first, second = st.columns(3), st.columns(2)
+    items: list[Metric] = []
     if summary.dice is not None:
-        first[0].metric("Volumetric Dice", f"{summary.dice:.3f}",
-                        help="Dice over all slices together (every tumour voxel counts once).")
+        items.append(("Volumetric Dice", f"{summary.dice:.3f}",
+                      "Dice over all slices together (every tumour voxel counts once)."))
     if truth is not None:
         distance = _memo("_hd95", (key, hashlib.sha256(masks.tobytes()).hexdigest()),
                          lambda: metrics.hd95(masks, truth, case.spacing))
         unit = "mm" if case.spacing is not None else "px"
-        first[1].metric(
+        items.append((
             f"HD95 ({unit})", "-" if np.isnan(distance) else f"{distance:.1f} {unit}",
-            help="95th-percentile distance between the predicted and the ground-truth tumour "
+            "95th-percentile distance between the predicted and the ground-truth tumour "
             "surfaces over the whole volume" + ("" if case.spacing is not None else
                                                 ", in pixels: no voxel spacing known")
-            + "; - when either is empty.")
-    first[2].metric("Slices", f"{len(case.names)}")
-    second[0].metric("Predicted tumour volume",
-                     volume_label(summary.predicted_pixels, case.spacing))
+            + "; - when either is empty."))
+    items.append(("Slices", f"{len(case.names)}", None))
+    metric_grid(items)
+    volumes: list[Metric] = [("Predicted tumour volume",
+                              volume_label(summary.predicted_pixels, case.spacing), None)]
     if summary.truth_pixels is not None:
-        second[1].metric("Ground-truth tumour volume",
-                         volume_label(summary.truth_pixels, case.spacing))
+        volumes.append(("Ground-truth tumour volume",
+                        volume_label(summary.truth_pixels, case.spacing), None))
+    metric_grid(volumes, per_row=2)
 
 
 def area_chart(rows: Sequence[dict[str, Any]], current: int, *, key: str,

@@ -383,8 +383,8 @@ def test_sequence_files_and_dicom_uploads_in_chromium(
         page.get_by_text("not for diagnostic use").wait_for(timeout=60_000)
         page.locator(sidebar).get_by_text("Upload a volume", exact=False).click()
         page.locator(sidebar).get_by_text("Three sequence files (NIfTI)").click()
-        page.locator(f"{sidebar} [data-testid='stFileUploader'] input[type='file']").first \
-            .set_input_files([str(p) for p in files])
+        page.locator(f"{sidebar} [data-testid='stFileUploader']").filter(has_text="_0001 (FLAIR)") \
+            .locator("input[type='file']").set_input_files([str(p) for p in files])
         page.locator(STACK).wait_for(timeout=180_000)
         assert _metric_value(page, "Slices") == str(volume.shape[2])
         assert _metric_value(page, "Ground-truth tumour volume").endswith(" ml")
@@ -395,8 +395,9 @@ def test_sequence_files_and_dicom_uploads_in_chromium(
         _shot(page, "upload-sequences.png")
 
         page.locator(sidebar).get_by_text("DICOM study", exact=True).click()
-        page.locator(f"{sidebar} [data-testid='stFileUploader'] input[type='file']").first \
-            .set_input_files([str(p) for p in sorted(study.folder.iterdir())])
+        page.locator(f"{sidebar} [data-testid='stFileUploader']").filter(has_text="DICOM files") \
+            .locator("input[type='file']").set_input_files(
+                [str(p) for p in sorted(study.folder.iterdir())])
         page.get_by_text("SYN001", exact=False).first.wait_for(timeout=180_000)
         assert _metric_value(page, "Slices") == str(volume.shape[2])
         assert _metric_value(page, "Predicted tumour volume").endswith(" ml")
