@@ -259,3 +259,25 @@ def test_nothing_of_the_previous_patient_shows_while_the_next_is_segmented(
     assert [i.value for i in at.info] == ["Segmenting patient TCGA_BB_0002_20000202 (3 slices)..."]
     assert not at.metric, [m.label for m in at.metric]
     assert not [m for m in at.markdown if "TCGA_AA_0001_20000101" in m.value]
+
+
+def test_sequence_files_and_uncertainty_through_the_api(
+    monkeypatch: pytest.MonkeyPatch, live_api: str, tiny_checkpoint: Path
+) -> None:
+    monkeypatch.setenv("LGGSEG_API_URL", live_api)
+    monkeypatch.delenv("LGGSEG_DATA_DIR", raising=False)
+    at = AppTest.from_file(VIEWER, default_timeout=60)
+    at.run()
+    at.radio(key="mode").set_value(MODE_VOLUME).run()
+    at.radio(key="volume_kind").set_value("Three sequence files (NIfTI)").run()
+    volume, truth = _case()
+    at.file_uploader(key="sequences").set_value(
+        [(n, d, "application/gzip") for n, d in _sequence_files(volume, truth)]).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("served by the API" in c.value for c in at.caption)
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_volume(volume).masks
+    shown = float(_metric(at, "Volumetric Dice"))
+    assert shown == pytest.approx(metrics.dice(expected, truth), abs=0.01)
+    at.checkbox(key="layer_uncertainty").check().run()  # mirrored slices sent as TIFF
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "uncertain (mirror disagrees)" in _texts(at)
