@@ -55,8 +55,7 @@ LOSSY_WARNING = (
 )
 PREDICTION_CACHE_SIZE = 400
 BATCH = 8
-STACK_HEIGHT = 470
-"""Canvas height (CSS px): with the slider below, above the fold of a 1440 x 900 screen."""
+STACK_HEIGHT = 470  # canvas height (CSS px): with the slider, above the fold of 1440 x 900
 CHART_PICK = "pick"
 LAYER_PREDICTION = "Prediction"
 LAYER_TRUTH = "Ground truth"
@@ -565,8 +564,7 @@ def show_stack(
     area_chart(rows, index, key=key, spacing=case.spacing)
 
 
-Metric = tuple[str, str, str | None]
-"""(label, value, help) of one ``st.metric``."""
+Metric = tuple[str, str, str | None]  # (label, value, help) of one st.metric
 
 
 def metric_grid(items: Sequence[Metric], per_row: int = 3) -> None:
@@ -587,10 +585,12 @@ def show_stack_metrics(
                   ("IoU", f"{row['iou']:.3f}", "|P∩G| / |P∪G|")]
     items.append(("Max probability", f"{current.max_probability:.2f}",
                   "The model's highest per-pixel tumour probability on this slice."))
-    items.append(("Predicted tumour area", area_label(row["predicted_pixels"], spacing), None))
-    if row.get("truth_pixels") is not None:
-        items.append(("Ground-truth tumour area", area_label(row["truth_pixels"], spacing), None))
     metric_grid(items)
+    areas: list[Metric] = [("Predicted tumour area",
+                            area_label(row["predicted_pixels"], spacing), None)]
+    if row.get("truth_pixels") is not None:
+        areas.append(("Ground-truth tumour area", area_label(row["truth_pixels"], spacing), None))
+    metric_grid(areas, per_row=2)
     if spacing is None:
         st.caption("Areas in pixels: these files carry no pixel spacing.")
 

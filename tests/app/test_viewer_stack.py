@@ -148,6 +148,16 @@ def test_sequence_files_show_ml_mm2_and_hd95_in_mm(viewer: AppTest, tiny_checkpo
     assert hd95[0].value == ("-" if np.isnan(distance) else f"{distance:.1f} mm")
 
 
+def test_no_code_text_reaches_the_page(viewer: AppTest) -> None:
+    """Module docstrings and comments stay out of the page (Streamlit's "magic" is off)."""
+    volume, truth = _case()
+    viewer.radio(key="volume_kind").set_value("Three sequence files (NIfTI)").run()
+    viewer.file_uploader(key="sequences").set_value(
+        [(n, d, "application/gzip") for n, d in _sequence_files(volume, truth)]).run()
+    shown = [m.value for m in viewer.markdown]
+    assert not [m for m in shown if "st.metric" in m or "CSS px" in m or "(label" in m], shown
+
+
 def test_a_dicom_study_is_read_in_memory_and_shown(viewer: AppTest, tmp_path: Path) -> None:
     files, _ = _study(tmp_path)
     viewer.radio(key="volume_kind").set_value("DICOM study").run()
