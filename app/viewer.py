@@ -31,6 +31,7 @@ import streamlit as st  # noqa: E402
 from app import backend, card, exports, overlay, stack, uploads  # noqa: E402
 from app.client import ApiClient  # noqa: E402
 from app.settings import ViewerSettings  # noqa: E402
+from app.units import area_label, volume_label  # noqa: E402
 from data import kaggle3m, naming  # noqa: E402
 from inference import metrics  # noqa: E402
 from inference.outputs import mask_to_nifti, mask_to_png, nifti_to_gz_bytes  # noqa: E402
@@ -410,24 +411,6 @@ def _memo(name: str, key: tuple[Any, ...], make: Callable[[], Any], keep: int = 
     while len(cache) > keep:
         cache.popitem(last=False)
     return cache[key]
-
-
-def area_label(pixels: int | None, spacing: tuple[float, float, float] | None) -> str:
-    """A slice's area: mm² when the pixel spacing is known, else pixels (labelled)."""
-    if pixels is None:
-        return "-"
-    if spacing is None:
-        return f"{pixels:,} px"
-    return f"{pixels * spacing[0] * spacing[1]:,.1f} mm²"
-
-
-def volume_label(voxels: int | None, spacing: tuple[float, float, float] | None) -> str:
-    """A volume: ml when the voxel spacing is known, else voxels (labelled)."""
-    if voxels is None:
-        return "-"
-    if spacing is None:
-        return f"{voxels:,} voxels"
-    return f"{voxels * float(np.prod(spacing)) / 1000.0:,.2f} ml"
 
 
 def _uncertainty(segmenter: backend.Segmenter, case: StackCase, key: str) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ import tifffile
 from streamlit.testing.v1 import AppTest
 
 from app import backend, uploads
-from app.viewer import volume_label
+from app.units import area_label, volume_label
 from inference import metrics
 from inference.predictor import Predictor
 from tests.app.test_viewer import _brain, _dataset_page, _metric, _patient, _texts, _truth
@@ -124,6 +124,8 @@ def test_a_dicom_study_without_a_flair_says_which_series_it_has(tmp_path: Path) 
 def test_units_follow_the_spacing() -> None:
     assert volume_label(2000, (0.5, 0.5, 2.0)) == "1.00 ml"
     assert volume_label(2000, None) == "2,000 voxels"
+    assert area_label(100, (0.5, 0.4, 3.0)) == "20.0 mm²"
+    assert area_label(1234, None) == "1,234 px"
 
 
 # --------------------------------------------------------------------- the page
