@@ -7,16 +7,18 @@ process, ``ApiSegmenter`` calls a running API. Decoding of uploads and the metri
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import tifffile
 
 from app.client import ApiClient, ApiError
 from data.preprocessing import ChannelError
-from inference import decode, metrics
+from inference import decode, metrics, uncertainty
 from inference.predictor import Predictor
 
 
@@ -49,6 +51,12 @@ class Segmenter(Protocol):
 
     def segment_volume(self, data: bytes, volume: np.ndarray) -> list[Segmentation]:
         """Segment every slice ``volume[:, :, k]`` of an uploaded volume (file bytes, decoded)."""
+        ...
+
+    def uncertainty(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+                    ) -> list[np.ndarray]:
+        """Per slice, where the model's answer for the mirrored slice differs from ``masks``
+        (``inference.uncertainty``), uint8 0/1."""
         ...
 
 
@@ -92,6 +100,13 @@ class LocalSegmenter:
             for s in prediction.slices
         ]
 
+    def uncertainty(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+                    ) -> list[np.ndarray]:
+        try:
+            return uncertainty.flip_disagreement(self.predictor, images, masks)
+        except ChannelError as exc:
+            raise BackendError(str(exc)) from exc
+
 
 class ApiSegmenter:
     """A running API; slices and volumes are sent as the uploaded bytes."""
@@ -134,6 +149,20 @@ class ApiSegmenter:
                                f"volume of shape {volume.shape[:3]}")
         return [Segmentation(answer.masks[:, :, k], p)
                 for k, p in enumerate(answer.max_probabilities)]
+
+    def uncertainty(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+                    ) -> list[np.ndarray]:
+        """The mirrored slices go to the API as TIFF (any pixel type, lossless)."""
+        out = []
+        for image, mask in zip(images, masks, strict=True):
+            buffer = io.BytesIO()
+            tifffile.imwrite(buffer, uncertainty.mirrored(image))
+            try:
+                answer = self.client.segment(buffer.getvalue())
+            except ApiError as exc:
+                raise BackendError(str(exc)) from exc
+            out.append(uncertainty.disagreement(mask, answer.mask))
+        return out
 
 
 def decode_slice(data: bytes) -> np.ndarray:

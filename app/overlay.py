@@ -22,9 +22,11 @@ FALSE_POSITIVE: RGB = (213, 94, 0)  # vermillion
 FALSE_NEGATIVE: RGB = (86, 180, 233)  # sky blue
 
 Mode = Literal["contour", "fill"]
-Channel = Literal["flair", "composite"]
+UNCERTAIN: RGB = (204, 121, 167)  # reddish purple
+Channel = Literal["flair", "pre", "post", "composite"]
 FLAIR_CHANNEL = 1
 """kaggle_3m slices are (pre-contrast, FLAIR, post-contrast)."""
+SEQUENCE_CHANNELS = {"pre": 0, "flair": 1, "post": 2}
 
 
 def hex_colour(colour: RGB) -> str:
@@ -54,9 +56,10 @@ def _scale_to_uint8(channels: np.ndarray) -> np.ndarray:
 def display_image(image: np.ndarray, channel: Channel = "flair") -> np.ndarray:
     """A slice as a uint8 RGB image for display.
 
-    ``image`` is ``H x W`` (grey) or ``H x W x C``. ``"flair"`` shows channel 1 of a 3-channel
-    slice in grey (a 1-channel or grey slice is shown as is); ``"composite"`` shows the first three
-    channels as RGB. Display windowing only: the model never sees this.
+    ``image`` is ``H x W`` (grey) or ``H x W x C``. ``"flair"``, ``"pre"`` and ``"post"`` show that
+    sequence (channel 1, 0 or 2) of a 3-channel slice in grey (a 1-channel or grey slice is shown
+    as is); ``"composite"`` shows the first three channels as RGB. Display windowing only: the
+    model never sees this.
     """
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -66,8 +69,8 @@ def display_image(image: np.ndarray, channel: Channel = "flair") -> np.ndarray:
         return np.repeat(grey[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise ValueError(f"expected an H x W or H x W x C image, got shape {arr.shape}")
-    if channel == "flair":
-        grey = _scale_to_uint8(arr[:, :, FLAIR_CHANNEL])
+    if channel in SEQUENCE_CHANNELS:
+        grey = _scale_to_uint8(arr[:, :, SEQUENCE_CHANNELS[channel]])
         return np.repeat(grey[:, :, None], 3, axis=2)
     return _scale_to_uint8(arr[:, :, :3])
 
@@ -183,3 +186,25 @@ def agreement_overlay(
         out = paint(out, region, colour, opacity)
     return out
 
+
+
+def layers_rgba(
+    shape: tuple[int, int],
+    layers: list[tuple[np.ndarray, RGB, Mode]],
+    opacity: float,
+) -> np.ndarray:
+    """Masks painted in order on a transparent ``H x W x 4`` uint8 image (later layers on top).
+
+    Drawn over a base image by the browser, it gives what :func:`paint` gives in numpy: each
+    region's colour at ``opacity``. Kept apart from the image so window/level changes the image
+    only.
+    """
+    alpha = _check_opacity(opacity)
+    out = np.zeros((*shape, 4), dtype=np.uint8)
+    for mask, colour, mode in layers:
+        region = _check_mask(mask, shape, "mask")
+        if mode == "contour":
+            region = outline(region)
+        out[region, :3] = colour
+        out[region, 3] = int(round(alpha * 255))
+    return out

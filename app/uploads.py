@@ -10,19 +10,23 @@ becomes an ``UploadProblem`` with a message for the page. Nothing is written to 
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
 import nibabel as nib
 import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
 
 from app import backend
-from data import naming
+from data import dicom, naming
 from data.masks import MaskError, binary_mask, binary_volume
 from data.preprocessing import ChannelError, check_channels
-from inference import decode
+from inference import decode, sequences
 
 MAX_NAME_CHARS = 80
 Upload = tuple[str, bytes]
@@ -56,6 +60,8 @@ class VolumeInput:
     problems: tuple[UploadProblem, ...] = ()
     lossy: bool = False
     """A zip holding JPEG slices."""
+    spacing: tuple[float, float, float] | None = None
+    """Voxel spacing in mm (rows, columns, slices); None when the file carries none (a zip)."""
 
     @property
     def depth(self) -> int:
@@ -209,5 +215,124 @@ def read_volume(volume: Upload, mask: Upload | None = None) -> VolumeInput:
             problems.append(UploadProblem(display_name(mask[0]),
                                           f"{exc} (the volume is shown without ground truth)"))
     lossy = decode.lossy_warning(volume[1]) is not None
+    spacing = decoded.zooms if decoded.source == "nifti" else None
     return VolumeInput(name, volume[1], decoded.data, np.asarray(decoded.affine), decoded.header,
-                       truth, tuple(problems), lossy)
+                       truth, tuple(problems), lossy, spacing)
+
+
+def _stacked(name: str, stacked: decode.Volume, truth: Upload | None, grid_label: str
+             ) -> VolumeInput:
+    """A case stacked from three sequences, with its optional ground truth on its grid; the
+    bytes kept are the stacked volume as one NIfTI (what the API's volume route reads)."""
+    problems: list[UploadProblem] = []
+    mask = None
+    if truth is not None:
+        try:
+            grid = decode.decode_nifti(truth[1])
+            mask = sequences.truth_on_grid(display_name(truth[0]), grid, stacked, grid_label)
+        except decode.DecodeProblem as exc:
+            problems.append(UploadProblem(display_name(truth[0]),
+                                          f"{exc} (the case is shown without ground truth)"))
+    affine = np.asarray(stacked.affine)
+    image = nib.Nifti1Image(np.asarray(stacked.data, np.float32), affine)
+    image.header.set_xyzt_units("mm")
+    return VolumeInput(name, image.to_bytes(), stacked.data, affine, image.header, mask,
+                       tuple(problems), spacing=stacked.zooms)
+
+
+def read_sequences(files: Sequence[Upload], truth: Upload | None = None) -> VolumeInput:
+    """One case uploaded as three NIfTI files named ``<case>_0000`` (pre-contrast), ``_0001``
+    (FLAIR) and ``_0002`` (post-contrast) (``data.naming``), stacked on one grid
+    (``inference.sequences``). A ``<case>_mask`` NIfTI among ``files`` is its ground truth
+    unless ``truth`` is given. ``backend.BadUpload`` says what is wrong."""
+    masks = [u for u in files if naming.is_mask_name(u[0])]
+    groups, problems = naming.group_sequences(
+        [u for u in files if not naming.is_mask_name(u[0])], lambda u: u[0])
+    if problems:
+        raise backend.BadUpload("; ".join(problems))
+    if len(groups) != 1:
+        raise backend.BadUpload(
+            "upload the three files of one case, named <case>_0000 (pre-contrast), <case>_0001 "
+            "(FLAIR) and <case>_0002 (post-contrast), .nii or .nii.gz"
+            + (f"; these are {len(groups)} cases" if groups else ""))
+    case = groups[0]
+    try:
+        stacked = sequences.decode_sequences([(display_name(n), d) for n, d in case.files])
+    except decode.DecodeProblem as exc:
+        raise backend.BadUpload(str(exc)) from exc
+    return _stacked(display_name(case.case), stacked, truth or (masks[0] if masks else None),
+                    display_name(case.files[1][0]))
+
+
+def _dicom_files(files: Sequence[Upload]) -> list[Upload]:
+    """The uploads, with every zip replaced by its members (read in memory)."""
+    out: list[Upload] = []
+    for name, data in files:
+        if data[:4] == b"PK\x03\x04":
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    out += [(info.filename, archive.read(info)) for info in archive.infolist()
+                            if not info.is_dir()]
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise backend.BadUpload(f"{display_name(name)} is not a readable zip: {exc}"
+                                        ) from exc
+        else:
+            out.append((name, data))
+    return out
+
+
+def _series_in_memory(files: Sequence[Upload]) -> list[dicom.Series]:
+    """``data.dicom.find_series`` for files held in memory: MR series by SeriesInstanceUID.
+    Each series' files are in-memory streams, which ``data.dicom.read_series`` reads as it
+    reads paths (``pydicom.dcmread`` takes either)."""
+    found: dict[str, list[bytes]] = {}
+    first: dict[str, pydicom.Dataset] = {}
+    for _, data in files:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if "SeriesInstanceUID" not in ds or str(ds.get("Modality", "")) != "MR":
+            continue
+        uid = str(ds.SeriesInstanceUID)
+        found.setdefault(uid, []).append(data)
+        first.setdefault(uid, ds)
+    if not found:
+        raise backend.BadUpload("no DICOM MR image files among the uploads; upload the study's "
+                                ".dcm files (or one zip of them)")
+    series = []
+    for uid, blobs in found.items():
+        ds = first[uid]
+        number = ds.get("SeriesNumber")
+        series.append(dicom.Series(
+            uid=uid, description=str(ds.get("SeriesDescription", "")).strip(),
+            number=None if number in (None, "") else int(number),
+            study_uid=str(ds.get("StudyInstanceUID", "")),
+            files=tuple(io.BytesIO(b) for b in blobs),  # type: ignore[arg-type]
+        ))  # fmt: skip
+    return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.description))
+
+
+def read_dicom_study(files: Sequence[Upload], truth: Upload | None = None) -> VolumeInput:
+    """A DICOM study uploaded as .dcm files or zips of them: its pre-contrast, FLAIR and
+    post-contrast series (``data.dicom``'s SeriesDescription rule) stacked on one grid, with an
+    optional NIfTI ground truth on that grid. Nothing is written to disk."""
+    series = _series_in_memory(_dicom_files(files))
+    try:
+        chosen = dicom.choose_sequences(series)
+        read = [dicom.read_series(s) for s in chosen]
+        labels = [f"series '{s.series.description}'" for s in read]
+        volumes = []
+        for label, s in zip(labels, read, strict=True):
+            zooms = tuple(float(z) for z in s.image.header.get_zooms()[:3])
+            volumes.append((label, decode.Volume(
+                np.asarray(s.image.dataobj, dtype=np.float32), np.asarray(s.image.affine),
+                (zooms[0], zooms[1], zooms[2]), "nifti", s.image.header)))
+        stacked = sequences.stack_sequences(volumes)
+    except (dicom.DicomError, decode.DecodeProblem) as exc:
+        message = str(exc).replace("--pre-series", "a clearer SeriesDescription").replace(
+            "--flair-series", "a clearer SeriesDescription").replace(
+            "--post-series", "a clearer SeriesDescription")
+        raise backend.BadUpload(message) from exc
+    name = str(read[1].datasets[0].get("PatientID", "") or "DICOM study")
+    return _stacked(display_name(name), stacked, truth, labels[1])

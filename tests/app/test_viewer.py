@@ -19,6 +19,7 @@ from inference import metrics
 from inference.predictor import Predictor
 from tests.conftest import TRAINING_PATIENT
 
+MODE_VOLUME = "Upload a volume (NIfTI, sequences, DICOM)"
 VIEWER = str(Path(__file__).resolve().parents[2] / "app" / "viewer.py")
 TIMEOUT = 60
 
@@ -165,12 +166,12 @@ def test_dataset_mode_starts_at_the_largest_tumour_slice(
     slider = at.slider(key=f"slice-patient-{patient.patient_id}")
     assert slider.value == int(np.argmax(areas)) + 1
     assert slider.max == len(patient.slices)
-    assert _metric(at, "Ground-truth tumour").startswith(f"{int(areas.sum()):,} px")
+    assert _metric(at, "Ground-truth tumour volume") == f"{int(areas.sum()):,} voxels"
     assert float(_metric(at, "Volumetric Dice")) >= 0.0
     gt_now = int(areas[slider.value - 1])
     assert _metric(at, "Ground-truth tumour area").startswith(f"{gt_now:,} px")
     labels = [b.proto.label for b in at.get("download_button")]
-    assert "Download the predicted mask volume (NIfTI)" in labels
+    assert "Mask volume (NIfTI)" in labels
 
     other = next(p for p in patients if p.patient_id != patient.patient_id
                  and kaggle3m.tumour_pixels(p).any())
@@ -202,7 +203,7 @@ def test_nifti_volume_shows_volumetric_dice_and_starts_at_the_largest_slice(
     viewer: AppTest, tiny_checkpoint: Path
 ) -> None:
     volume, truth = _volume_and_truth()
-    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
     viewer.file_uploader(key="volume").set_value(("v.nii.gz", _nifti(volume), "application/gzip"))
     viewer.file_uploader(key="volume_mask").set_value(
         ("v_mask.nii.gz", _nifti(truth), "application/gzip"))
@@ -211,12 +212,13 @@ def test_nifti_volume_shows_volumetric_dice_and_starts_at_the_largest_slice(
 
     expected = Predictor.from_checkpoint(tiny_checkpoint).predict_volume(volume).masks
     assert _metric(viewer, "Volumetric Dice") == f"{metrics.dice(expected, truth):.3f}"
-    assert _metric(viewer, "Ground-truth tumour") == f"{int(truth.sum()):,} px"
+    # The NIfTI's 1 mm voxels: the volume is in ml.
+    assert _metric(viewer, "Ground-truth tumour volume") == f"{int(truth.sum()) / 1000:,.2f} ml"
     slider = viewer.slider(key="slice-volume")
     assert (slider.value, slider.max) == (3, 4)
     assert _metric(viewer, "Dice") == f"{metrics.dice(expected[:, :, 2], truth[:, :, 2]):.3f}"
     labels = [b.proto.label for b in viewer.get("download_button")]
-    assert "Download the predicted mask volume (NIfTI)" in labels
+    assert "Mask volume (NIfTI)" in labels
 
     slider.set_value(1).run()
     assert _metric(viewer, "Dice") == f"{metrics.dice(expected[:, :, 0], truth[:, :, 0]):.3f}"
@@ -224,7 +226,7 @@ def test_nifti_volume_shows_volumetric_dice_and_starts_at_the_largest_slice(
 
 def test_nifti_mask_of_another_shape_is_an_error(viewer: AppTest) -> None:
     volume, truth = _volume_and_truth()
-    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
     viewer.file_uploader(key="volume").set_value(("v.nii.gz", _nifti(volume), "application/gzip"))
     viewer.file_uploader(key="volume_mask").set_value(
         ("m.nii.gz", _nifti(truth[:32]), "application/gzip"))
@@ -237,7 +239,7 @@ def test_nifti_mask_of_another_shape_is_an_error(viewer: AppTest) -> None:
 
 
 def test_a_slice_uploaded_as_a_volume_says_where_to_go(viewer: AppTest) -> None:
-    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
     viewer.file_uploader(key="volume").set_value(("s.tif", _tif(_brain()), "image/tiff")).run()
     errors = [e.value for e in viewer.error]
     assert len(errors) == 1 and "not a volume" in errors[0]
@@ -389,13 +391,13 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def test_a_one_slice_zip_is_shown_without_a_slider(viewer: AppTest) -> None:
-    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
     viewer.file_uploader(key="volume").set_value(
         ("one.zip", _zip({"one_1.png": _png(_brain())}), "application/zip")).run()
     assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
     assert _metric(viewer, "Slices") == "1"
     assert not [s for s in viewer.slider if s.key == "slice-volume"]
-    assert "slice 1 of 1" in viewer.subheader[0].value
+    assert any("slice 1 of 1" in m.value for m in viewer.markdown)
     assert _metric(viewer, "Predicted tumour area").endswith(" px")
 
 
@@ -407,7 +409,7 @@ def test_a_one_slice_patient_is_shown_without_a_slider(
     at = _dataset_page(monkeypatch, tiny_checkpoint, root)
     assert not at.error, [e.value for e in at.error]
     assert _metric(at, "Slices") == "1"
-    assert _metric(at, "Ground-truth tumour").startswith(f"{int((_truth() > 0).sum()):,} px")
+    assert _metric(at, "Ground-truth tumour volume") == f"{int((_truth() > 0).sum()):,} voxels"
     assert not [s for s in at.slider if s.key and s.key.startswith("slice-")]
 
 
@@ -432,7 +434,7 @@ def test_a_grey_slice_is_an_error_naming_the_three_sequences(viewer: AppTest) ->
 
 def test_a_grey_volume_is_an_error_naming_the_three_sequences(viewer: AppTest) -> None:
     volume, _ = _volume_and_truth()
-    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
     viewer.file_uploader(key="volume").set_value(
         ("flair.nii.gz", _nifti(volume[..., 1]), "application/gzip")).run()
     assert not viewer.exception
@@ -459,7 +461,7 @@ def test_a_jpeg_is_segmented_with_a_visible_warning(
 
 
 def test_a_zip_of_jpegs_is_segmented_with_a_visible_warning(viewer: AppTest) -> None:
-    viewer.radio(key="mode").set_value("Upload a NIfTI volume").run()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
     archive = _zip({"v_1.jpg": _jpeg(_brain()), "v_2.jpg": _jpeg(_brain())})
     viewer.file_uploader(key="volume").set_value(("v.zip", archive, "application/zip")).run()
     assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
