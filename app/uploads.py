@@ -308,7 +308,7 @@ def _series_in_memory(files: Sequence[Upload]) -> list[dicom.Series]:
             uid=uid, description=str(ds.get("SeriesDescription", "")).strip(),
             number=None if number in (None, "") else int(number),
             study_uid=str(ds.get("StudyInstanceUID", "")),
-            files=tuple(io.BytesIO(b) for b in blobs),  # type: ignore[arg-type]
+            files=tuple(blobs),
         ))  # fmt: skip
     return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.description))
 
