@@ -186,11 +186,11 @@ def _nifti(volume: np.ndarray, affine: np.ndarray | None = None) -> bytes:
                          .to_bytes())
 
 
-def _volume_and_truth() -> tuple[np.ndarray, np.ndarray]:
-    """64 x 64 x 4 x 3 volume whose 'tumour' disc is largest on slice 3 (index 2)."""
+def _volume_and_truth(radii: tuple[int, ...] = (3, 6, 10, 5)) -> tuple[np.ndarray, np.ndarray]:
+    """64 x 64 x Z x 3 volume, one 'tumour' disc of each radius (by default largest on slice 3)."""
     yy, xx = np.mgrid[:64, :64]
     slices, masks = [], []
-    for radius in (3, 6, 10, 5):
+    for radius in radii:
         disc = (yy - 26) ** 2 + (xx - 35) ** 2 < radius**2
         image = _brain()
         image[disc] = 230

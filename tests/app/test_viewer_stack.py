@@ -21,7 +21,15 @@ from app import backend, uploads
 from app.units import area_label, volume_label
 from inference import metrics
 from inference.predictor import Predictor
-from tests.app.test_viewer import _brain, _dataset_page, _metric, _patient, _texts, _truth
+from tests.app.test_viewer import (
+    _brain,
+    _dataset_page,
+    _metric,
+    _patient,
+    _texts,
+    _truth,
+    _volume_and_truth,
+)
 from tests.dicom_study import write_study
 
 VIEWER = str(Path(__file__).resolve().parents[2] / "app" / "viewer.py")
@@ -31,15 +39,7 @@ SPACING = (0.5, 0.5, 2.0)
 
 def _case() -> tuple[np.ndarray, np.ndarray]:
     """64 x 64 x 3 x 3 (pre, FLAIR, post) and a truth whose disc is largest on slice 2."""
-    yy, xx = np.mgrid[:64, :64]
-    slices, masks = [], []
-    for radius in (4, 9, 6):
-        disc = (yy - 26) ** 2 + (xx - 35) ** 2 < radius**2
-        image = _brain()
-        image[disc] = 230
-        slices.append(image)
-        masks.append(disc.astype(np.uint8))
-    return np.stack(slices, axis=2), np.stack(masks, axis=2)
+    return _volume_and_truth((4, 9, 6))
 
 
 def _nifti(data: np.ndarray) -> bytes:
