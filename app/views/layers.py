@@ -43,6 +43,12 @@ def prediction_legend(has_truth: bool) -> None:
            + ([(overlay.GROUND_TRUTH, "ground truth")] if has_truth else []))
 
 
+def _agreement_without_truth(display: Display) -> bool:
+    """Agreement asked for, no ground truth to agree with: the prediction itself is drawn there
+    (filled or outlined as the agreement would be), so a case without truth never shows bare."""
+    return LAYER_AGREEMENT in display.layers and LAYER_PREDICTION not in display.layers
+
+
 def stack_layers(
     prediction: np.ndarray, truth: np.ndarray | None, display: Display,
     uncertain: np.ndarray | None,
@@ -54,6 +60,8 @@ def stack_layers(
         layers += [(labels == 1, overlay.TRUE_POSITIVE, display.mode),
                    (labels == 2, overlay.FALSE_POSITIVE, display.mode),
                    (labels == 3, overlay.FALSE_NEGATIVE, display.mode)]
+    elif _agreement_without_truth(display):
+        layers.append((prediction, overlay.PREDICTION, display.mode))
     if LAYER_TRUTH in display.layers and truth is not None:
         layers.append((truth, overlay.GROUND_TRUTH, "contour"))
     if LAYER_PREDICTION in display.layers:
@@ -70,7 +78,7 @@ def stack_legend(display: Display, has_truth: bool) -> None:
                    " (FP)"), (overlay.FALSE_NEGATIVE, "missed truth (FN)")]
     if LAYER_TRUTH in display.layers and has_truth:
         items.append((overlay.GROUND_TRUTH, "ground truth"))
-    if LAYER_PREDICTION in display.layers:
+    if LAYER_PREDICTION in display.layers or (not has_truth and _agreement_without_truth(display)):
         items.append((overlay.PREDICTION, "prediction"))
     if LAYER_UNCERTAINTY in display.layers:
         items.append((overlay.UNCERTAIN, "uncertain (mirror disagrees)"))

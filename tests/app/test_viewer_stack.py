@@ -17,8 +17,9 @@ import streamlit as st
 import tifffile
 from streamlit.testing.v1 import AppTest
 
-from app import backend, uploads
+from app import backend, overlay, uploads
 from app.units import area_label, volume_label
+from app.views.layers import LAYER_AGREEMENT, LAYER_PREDICTION, Display, stack_layers
 from inference import metrics
 from inference.predictor import Predictor
 from tests.app.test_viewer import (
@@ -293,3 +294,22 @@ def test_sequence_files_and_uncertainty_through_the_api(
     at.checkbox(key="layer_uncertainty").check().run()  # mirrored slices sent as TIFF
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "uncertain (mirror disagrees)" in _texts(at)
+
+
+def test_a_case_without_truth_shows_its_prediction_under_the_default_layers() -> None:
+    """A DICOM study or sequence files without a mask: Agreement (the default layer) has nothing
+    to agree with, so the prediction itself is drawn there instead of a bare image."""
+    prediction = np.zeros((8, 8), np.uint8)
+    prediction[2:5, 2:5] = 1
+    display = Display(channel="flair", mode="fill", opacity=0.5)
+    (mask, colour, mode), = stack_layers(prediction, None, display, None)
+    assert colour == overlay.PREDICTION and mode == "fill"
+    assert np.array_equal(mask, prediction)
+    truth = np.zeros_like(prediction)
+    truth[3:6, 3:6] = 1
+    colours = [c for _, c, _ in stack_layers(prediction, truth, display, None)]
+    assert colours == [overlay.TRUE_POSITIVE, overlay.FALSE_POSITIVE, overlay.FALSE_NEGATIVE]
+    outlined = Display(channel="flair", mode="fill", opacity=0.5,
+                       layers=frozenset({LAYER_AGREEMENT, LAYER_PREDICTION}))
+    assert [(c, m) for _, c, m in stack_layers(prediction, None, outlined, None)] == [
+        (overlay.PREDICTION, "contour")]
