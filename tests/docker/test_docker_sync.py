@@ -87,7 +87,7 @@ def test_the_test_extra_is_every_runtime_extra(pyproject: dict) -> None:
     """``make test`` installs ``.[test]``: it must hold every image's and entry point's extra,
     and no extra may repeat a base dependency (one place for each pin range)."""
     extras = pyproject["project"]["optional-dependencies"]
-    runtime = {"serve", "viewer", "train", "analysis"}
+    runtime = {"serve", "viewer", "train", "analysis", "quantize"}  # quantize: int8 tests
     assert runtime <= set(extras)
     (own,) = [r for r in extras["test"] if r.startswith("lggseg[")]
     assert set(own.removeprefix("lggseg[").removesuffix("]").split(",")) == runtime
@@ -154,3 +154,16 @@ def test_scaling_section_exists() -> None:
     readme = (REPO / "docker" / "README.md").read_text()
     assert "## Scaling out" in readme
     assert "--scale api=3" in readme and "replicas" in readme
+
+
+def test_every_bundled_model_file_is_package_data(pyproject: dict) -> None:
+    """The images install the project without -e: a weights, card or int8 file that no
+    package-data pattern names would be missing from site-packages, and the engine would fall
+    back without its int8 network."""
+    from fnmatch import fnmatch
+
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["models"]
+    shipped = sorted(p.name for p in (REPO / "models" / "weights").iterdir() if p.is_file())
+    assert any(name.endswith(".int8.bin") for name in shipped)
+    missing = [n for n in shipped if not any(fnmatch(f"weights/{n}", pat) for pat in patterns)]
+    assert missing == []
