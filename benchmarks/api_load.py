@@ -167,9 +167,9 @@ def bare_forward_s(checkpoint: Path, engine: str, precision: str, repeats: int =
 
 def baseline_table(checkpoint: Path, runtime: dict, api_p50_s: float | None) -> str:
     sys.path.insert(0, str(REPO))
-    from inference.engines.cpu import native_bf16
+    from models.precision import cpu_supports_bf16
 
-    torch_precision = "bf16" if native_bf16() else "fp32"
+    torch_precision = "bf16" if cpu_supports_bf16() else "fp32"
     torch_s = bare_forward_s(checkpoint, "torch", torch_precision)
     lines = ["| bare forward, batch 1 | ms |", "|---|---|",
              f"| torch {torch_precision} | {ms(torch_s)} |"]  # fmt: skip

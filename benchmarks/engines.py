@@ -29,9 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.engines.cpu import cpu_flags, cpu_model, native_bf16  # noqa: E402
+from inference.engines.cpu import cpu_flags, cpu_model  # noqa: E402
 from inference.predictor import Predictor  # noqa: E402
 from models import BUNDLED_CHECKPOINT  # noqa: E402
+from models.precision import cpu_supports_bf16  # noqa: E402
 
 GFLOP_PER_SLICE_256 = 19.6
 """Forward GFLOP of the ResNet-50-UNet per 256 x 256 slice (benchmarks/compute_ceiling.py)."""
@@ -117,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     print(f"CPU: {cpu_model()}; flags: {', '.join(cpu_flags()) or 'none'}; "
-          f"native bf16: {native_bf16()}; {args.threads} thread(s) at ~{clock_ghz():.2f} GHz")
+          f"native bf16: {cpu_supports_bf16()}; {args.threads} thread(s) at ~{clock_ghz():.2f} GHz")
     rows: list[tuple[str, str]] = [("torch", "fp32"), ("openvino", "fp32")]
-    if native_bf16() or args.emulated_bf16:
+    if cpu_supports_bf16() or args.emulated_bf16:
         rows.insert(1, ("torch", "bf16"))
-    if native_bf16():
+    if cpu_supports_bf16():
         rows.append(("openvino", "bf16"))
     rows.append(("openvino", "int8"))
     engines: dict[tuple[str, str], Callable[[torch.Tensor], torch.Tensor]] = {}

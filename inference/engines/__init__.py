@@ -20,8 +20,8 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from inference.engines.cpu import cpu_flags, cpu_model, native_bf16
-from models.precision import resolve_precision
+from inference.engines.cpu import cpu_flags, cpu_model
+from models.precision import cpu_supports_bf16, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def create_engine(
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     installed = openvino_version() is not None
     if engine == "auto":
-        emulated_bf16 = precision == "bf16" and not native_bf16()
+        emulated_bf16 = precision == "bf16" and not cpu_supports_bf16()
         engine = "openvino" if device.type == "cpu" and installed and not emulated_bf16 else "torch"
     if engine == "torch":
         from inference.engines.torch_engine import TorchEngine
@@ -97,7 +97,7 @@ def _openvino(
     from inference.engines import openvino_engine as ove
 
     notes: list[str] = []
-    if precision == "bf16" and not native_bf16():
+    if precision == "bf16" and not cpu_supports_bf16():
         raise ValueError(
             "this CPU has no native bf16 (AMX or AVX512-BF16): use --precision fp32 or int8"
         )
@@ -115,7 +115,7 @@ def _openvino(
             raise ValueError(f"cannot run int8: {why}")
         notes.append(f"int8 not used: {why if info is None else 'its validation gate failed'}")
         log.info(notes[-1])
-        precision = "bf16" if native_bf16() else "fp32"
+        precision = "bf16" if cpu_supports_bf16() else "fp32"
     ir = ove.cached_ir(weights_sha256, model, image_size)
     return Built(ove.OpenVINOEngine(ir, precision, threads=threads, source="converted"), notes)
 

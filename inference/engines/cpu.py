@@ -1,4 +1,5 @@
-"""What the CPU can do, for choosing a precision and for reports (/v1/model, evaluate)."""
+"""The CPU model and the flags that decide engine speed, for reports (/v1/model, evaluate); whether
+bf16 is native is `models.precision.cpu_supports_bf16`, the one precision rule."""
 
 from __future__ import annotations
 
@@ -41,8 +42,3 @@ def cpu_flags() -> list[str]:
     flags = _cpuinfo()[1]
     return [flag for flag in REPORTED_FLAGS if flag in flags]
 
-
-def native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16)."""
-    flags = _cpuinfo()[1]
-    return bool({"amx_bf16", "avx512_bf16"} & flags)

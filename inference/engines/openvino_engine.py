@@ -213,14 +213,14 @@ class OpenVINOEngine:
     def __init__(
         self, model: ov.Model, precision: str, *, threads: int | None = None, source: str = ""
     ) -> None:
-        from inference.engines.cpu import native_bf16
+        from models.precision import cpu_supports_bf16
 
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"the openvino engine runs fp32, bf16 or int8, not {precision!r}")
         self.device = torch.device("cpu")
         self.precision = precision
         self.source = source
-        bf16 = precision == "bf16" or (precision == "int8" and native_bf16())
+        bf16 = precision == "bf16" or (precision == "int8" and cpu_supports_bf16())
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from inference.engines import create_engine
-from inference.engines.cpu import native_bf16
 from inference.predictor import Predictor
+from models.precision import cpu_supports_bf16
 from tests.conftest import REPO
 from tests.inference.samples import brain_like, make_checkpoint
 
@@ -57,7 +57,7 @@ def test_auto_is_openvino_on_cpu_and_runtime_says_so(tiny_checkpoint: Path) -> N
     predictor = Predictor.from_checkpoint(tiny_checkpoint)
     runtime = predictor.runtime()
     assert runtime["engine"] == "openvino" and runtime["device"] == "cpu"
-    assert runtime["precision"] == ("bf16" if native_bf16() else "fp32")
+    assert runtime["precision"] == ("bf16" if cpu_supports_bf16() else "fp32")
     assert runtime["openvino"] == ov.get_version().split("-")[0]
     assert isinstance(runtime["cpu"], str) and isinstance(runtime["cpu_flags"], list)
     assert any("int8 not used" in note for note in runtime["notes"])
@@ -70,7 +70,7 @@ def test_precisions_an_engine_cannot_run_are_refused(tiny_checkpoint: Path) -> N
         Predictor.from_checkpoint(tiny_checkpoint, engine="openvino", precision="int8")
     with pytest.raises(ValueError, match="engine must be one of"):
         Predictor.from_checkpoint(tiny_checkpoint, engine="tensorrt")
-    if not native_bf16():
+    if not cpu_supports_bf16():
         with pytest.raises(ValueError, match="no native bf16"):
             Predictor.from_checkpoint(tiny_checkpoint, engine="openvino", precision="bf16")
         # auto falls back to torch, the engine that emulates bf16
