@@ -42,6 +42,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -545,15 +546,29 @@ def _natural_key(name: str) -> list[object]:
     return [int(t) if t.isdigit() else t.lower() for t in _NUMBER.split(name)]
 
 
+ZIP_READ_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+                   zlib.error)  # fmt: skip
+"""What reading a (hostile) zip's entries can raise: corrupt data, unknown compression, ..."""
+
+
+def zip_base_name(info: zipfile.ZipInfo) -> str:
+    """The entry's file name without its folders (either slash)."""
+    return info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def zip_content_entries(infos: Iterable[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """The entries that hold content: not folders, macOS resource forks or hidden dot files."""
+    return [info for info in infos
+            if not (info.is_dir() or info.filename.startswith("__MACOSX/")
+                    or zip_base_name(info).startswith("."))]  # fmt: skip
+
+
 def _zip_slice_entries(zf: zipfile.ZipFile, limits: DecodeLimits) -> list[zipfile.ZipInfo]:
-    entries = []
-    for info in zf.infolist():
-        base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
-        if info.is_dir() or info.filename.startswith("__MACOSX/") or base.startswith("."):
-            continue
-        if is_mask_name(base) or is_prediction_name(base):
-            continue  # kaggle_3m layout: ground truth (and earlier predictions) beside the slices
-        entries.append(info)
+    entries = [
+        info for info in zip_content_entries(zf.infolist())
+        # kaggle_3m layout: ground truth (and earlier predictions) beside the slices
+        if not (is_mask_name(zip_base_name(info)) or is_prediction_name(zip_base_name(info)))
+    ]  # fmt: skip
     if not entries:
         raise DecodeError("the zip holds no slice images")
     if len(entries) > limits.max_slices:
@@ -579,14 +594,7 @@ def _read_zip(data: bytes, limits: DecodeLimits) -> Volume:
         for index, info in enumerate(_zip_slice_entries(zf, limits)):
             try:
                 blob = zf.read(info)  # ZipExtFile stops at the declared size and checks the CRC
-            except (
-                zipfile.BadZipFile,
-                OSError,
-                ValueError,
-                EOFError,
-                NotImplementedError,
-                zlib.error,
-            ) as exc:
+            except ZIP_READ_ERRORS as exc:
                 raise DecodeError(f"slice {index} of the zip cannot be extracted") from exc
             try:
                 fmt = sniff(blob)
@@ -806,8 +814,7 @@ def _zip_size(data: bytes, limits: DecodeLimits) -> DecodedSize:
             sizes = [_zip_entry_size(zf, info, limits) for info in entries]
     except DecodeProblem:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
-            zlib.error) as exc:  # fmt: skip
+    except ZIP_READ_ERRORS as exc:
         raise DecodeError("the zip archive is truncated or corrupt") from exc
     known = [size if size is not None else _worst_slice(limits) for size in sizes]
     values = min(sum(s.values for s in known), limits.max_volume_values)

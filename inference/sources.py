@@ -13,7 +13,6 @@ import io
 import logging
 import stat
 import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,6 +41,7 @@ from data.naming import (
     sequence_truth_names,
 )
 from inference.decode import (
+    ZIP_READ_ERRORS,
     DecodedSize,
     DecodeError,
     DecodeLimits,
@@ -50,6 +50,7 @@ from inference.decode import (
     Volume,
     check_geometry,
     decode_nifti,
+    zip_content_entries,
 )
 from inference.sequences import decode_sequences, stack_sequences, truth_on_grid
 
@@ -314,10 +315,7 @@ class DicomUpload:
         if len(infos) > self.max_files:
             raise DecodeError(f"{where} holds {len(infos)} entries; the limit is {self.max_files}")
         entries = []
-        for info in infos:
-            base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
-            if info.is_dir() or info.filename.startswith("__MACOSX/") or base.startswith("."):
-                continue
+        for info in zip_content_entries(infos):
             if _unsafe_name(info):
                 raise DecodeError(f"{where} holds an entry with an absolute path, a '..' step or "
                                   "a link; such archives are refused")  # fmt: skip
@@ -350,8 +348,7 @@ class DicomUpload:
                         found += 1
             except DecodeProblem:
                 raise
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
-                    zlib.error) as exc:  # fmt: skip
+            except ZIP_READ_ERRORS as exc:
                 raise DecodeError(f"the zip in 'files' part {number} cannot be extracted "
                                   f"({type(exc).__name__})") from exc  # fmt: skip
             if not found:

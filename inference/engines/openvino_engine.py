@@ -33,6 +33,7 @@ import torch
 
 from data.atomic import atomic_write_json
 from inference.engines.cache import cache_dir
+from models.precision import cpu_supports_bf16
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -213,8 +214,6 @@ class OpenVINOEngine:
     def __init__(
         self, model: ov.Model, precision: str, *, threads: int | None = None, source: str = ""
     ) -> None:
-        from models.precision import cpu_supports_bf16
-
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"the openvino engine runs fp32, bf16 or int8, not {precision!r}")
         self.device = torch.device("cpu")
