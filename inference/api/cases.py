@@ -134,6 +134,13 @@ def case_response(
                     headers=headers)  # fmt: skip
 
 
+def nifti_or_json(result: CaseResult, blob: bytes, response_format: str) -> Response:
+    """``format=nifti``: the mask ``.nii.gz`` (``blob``) as an attachment; else the JSON."""
+    if response_format == "nifti":
+        return case_response(result, blob, "application/gzip", "mask.nii.gz")
+    return case_response(result)
+
+
 async def evaluate_case(
     result: CaseResult, prediction: VolumePrediction, truth: np.ndarray
 ) -> CaseEvaluation:

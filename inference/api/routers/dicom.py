@@ -35,6 +35,7 @@ from inference.api.cases import (
     case_response,
     case_result,
     evaluate_case,
+    nifti_or_json,
     segment_case,
 )
 from inference.api.deps import FormParts, ReadyServiceDep, SettingsDep, require_api_key
@@ -186,9 +187,7 @@ async def segment_dicom(
                                           [pre, post], version)  # fmt: skip
             return case_response(result, await run_in_threadpool(dicom_bytes, seg),
                                  "application/dicom", "mask_seg.dcm")  # fmt: skip
-    if response_format == "nifti":
-        return case_response(result, blob, "application/gzip", "mask.nii.gz")
-    return case_response(result)
+    return nifti_or_json(result, blob, response_format)
 
 
 @router.post(

@@ -20,9 +20,9 @@ from inference.api.cases import (
     CaseEvaluation,
     CaseResult,
     admitted_case,
-    case_response,
     case_result,
     evaluate_case,
+    nifti_or_json,
     segment_case,
 )
 from inference.api.deps import (
@@ -87,9 +87,7 @@ async def segment_sequences(
                                          settings.decode_limits())  # fmt: skip
         prediction, blob = await segment_case(request, service, volume)
     result = case_result(volume, prediction, blob, service.require_predictor().model_version)
-    if response_format == "nifti":
-        return case_response(result, blob, "application/gzip", "mask.nii.gz")
-    return case_response(result)
+    return nifti_or_json(result, blob, response_format)
 
 
 @router.post(
