@@ -26,7 +26,7 @@ from app import backend
 from data import dicom, naming
 from data.masks import MaskError, binary_mask, binary_volume
 from data.preprocessing import ChannelError, check_channels
-from inference import decode, sequences
+from inference import decode, sequences, sources
 
 MAX_NAME_CHARS = 80
 Upload = tuple[str, bytes]
@@ -282,35 +282,19 @@ def _dicom_files(files: Sequence[Upload]) -> list[Upload]:
 
 
 def _series_in_memory(files: Sequence[Upload]) -> list[dicom.Series]:
-    """``data.dicom.find_series`` for files held in memory: MR series by SeriesInstanceUID.
-    Each series' files are in-memory streams, which ``data.dicom.read_series`` reads as it
-    reads paths (``pydicom.dcmread`` takes either)."""
-    found: dict[str, list[bytes]] = {}
-    first: dict[str, pydicom.Dataset] = {}
+    """``data.dicom.find_series`` for files held in memory: MR series by SeriesInstanceUID
+    (``data.dicom.group_series``; files that are not DICOM are left aside)."""
+    headers: list[tuple[bytes, pydicom.Dataset | None]] = []
     for _, data in files:
         try:
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            headers.append((data, pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)))
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
-        if "SeriesInstanceUID" not in ds or str(ds.get("Modality", "")) != "MR":
-            continue
-        uid = str(ds.SeriesInstanceUID)
-        found.setdefault(uid, []).append(data)
-        first.setdefault(uid, ds)
-    if not found:
-        raise backend.BadUpload("no DICOM MR image files among the uploads; upload the study's "
-                                ".dcm files (or one zip of them)")
-    series = []
-    for uid, blobs in found.items():
-        ds = first[uid]
-        number = ds.get("SeriesNumber")
-        series.append(dicom.Series(
-            uid=uid, description=str(ds.get("SeriesDescription", "")).strip(),
-            number=None if number in (None, "") else int(number),
-            study_uid=str(ds.get("StudyInstanceUID", "")),
-            files=tuple(blobs),
-        ))  # fmt: skip
-    return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.description))
+    try:
+        return dicom.group_series(headers, "the uploads")
+    except dicom.DicomError as exc:
+        raise backend.BadUpload(f"{exc}; upload the study's .dcm files (or one zip of them)"
+                                ) from exc
 
 
 def read_dicom_study(files: Sequence[Upload], truth: Upload | None = None) -> VolumeInput:
@@ -318,21 +302,10 @@ def read_dicom_study(files: Sequence[Upload], truth: Upload | None = None) -> Vo
     post-contrast series (``data.dicom``'s SeriesDescription rule) stacked on one grid, with an
     optional NIfTI ground truth on that grid. Nothing is written to disk."""
     series = _series_in_memory(_dicom_files(files))
-    try:
-        chosen = dicom.choose_sequences(series)
-        read = [dicom.read_series(s) for s in chosen]
-        labels = [f"series '{s.series.description}'" for s in read]
-        volumes = []
-        for label, s in zip(labels, read, strict=True):
-            zooms = tuple(float(z) for z in s.image.header.get_zooms()[:3])
-            volumes.append((label, decode.Volume(
-                np.asarray(s.image.dataobj, dtype=np.float32), np.asarray(s.image.affine),
-                (zooms[0], zooms[1], zooms[2]), "nifti", s.image.header)))
-        stacked = sequences.stack_sequences(volumes)
+    try:  # the viewer has no series flags: messages ask for a clearer SeriesDescription
+        chosen = dicom.choose_sequences(series, flag_format="a clearer SeriesDescription")
+        stacked, read, labels = sources.load_series(chosen, sources.LOCAL_LIMITS)
     except (dicom.DicomError, decode.DecodeProblem) as exc:
-        message = str(exc).replace("--pre-series", "a clearer SeriesDescription").replace(
-            "--flair-series", "a clearer SeriesDescription").replace(
-            "--post-series", "a clearer SeriesDescription")
-        raise backend.BadUpload(message) from exc
+        raise backend.BadUpload(str(exc)) from exc
     name = str(read[1].datasets[0].get("PatientID", "") or "DICOM study")
     return _stacked(display_name(name), stacked, truth, labels[1])
