@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from app.servers import free_port
 from inference.api.app import create_app
 from inference.api.settings import ServeSettings
 
@@ -18,9 +18,7 @@ from inference.api.settings import ServeSettings
 @pytest.fixture(scope="session")
 def live_api(tiny_checkpoint: Path) -> Iterator[str]:
     """The real API (``inference.api``) on a free loopback port, served by uvicorn in a thread."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     app = create_app(ServeSettings(checkpoint=tiny_checkpoint, warmup=False))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
