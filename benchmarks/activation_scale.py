@@ -29,20 +29,10 @@ from data.kaggle3m import scan_dataset  # noqa: E402
 from data.preprocessing import PreprocessingConfig  # noqa: E402
 from models import BUNDLED_CHECKPOINT  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
-from models.network import build_model  # noqa: E402
+from models.network import ModelConfig, build_model  # noqa: E402
 
 PROBED = ("decoder.blocks.0.convs.conv_0.adn.N", "decoder.blocks.0.convs.conv_1.adn.N",
           "decoder.blocks.1.convs.conv_0.adn.N")
-
-
-def zero_init_residual(model: torch.nn.Module) -> torch.nn.Module:
-    """Zero the last BatchNorm scale of every bottleneck, so each residual block starts as the
-    identity and the residual stream does not grow with depth."""
-    for module in model.modules():
-        last = getattr(module, "bn3", None)
-        if isinstance(last, torch.nn.BatchNorm2d):
-            torch.nn.init.zeros_(last.weight)
-    return model
 
 
 @torch.no_grad()
@@ -80,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     columns: dict[str, Callable[[], torch.nn.Module]] = {
         "init": build_model,
-        "init, zero-init residual": lambda: zero_init_residual(build_model()),
+        "init, zero-init residual": lambda: build_model(ModelConfig(zero_init_residual=True)),
     }
     for path in args.checkpoint or [BUNDLED_CHECKPOINT]:
         columns[path.name] = lambda path=path: load_checkpoint(path)[0]

@@ -3,6 +3,17 @@
     python benchmarks/api_load.py --data-dir ../shared/data/lgg/kaggle_3m \\
         --random-model resnet50 --latency 50 --rate 20 --rate 40 --duration 60
 
+Sequential: one request at a time over one keep-alive connection (``http.client`` with the
+multipart body built beforehand, like curl: the client adds almost nothing). Each answer's
+``Server-Timing`` header says how long the server spent decoding, queued, preparing, in the
+network, finishing and encoding; the second table gives their medians and the round trip less
+the network, per request: what the API adds to the model (issue 14's target: <= 5 ms).
+
+Volumes (``--volumes N``): one real patient's slices as a zip to ``/v1/segment/volume``, N times
+one after another: slices/s through the API, against (``--baseline``) the served engine's
+``Predictor.predict_volume`` on the same slices in this process (issue 14: the volume route
+should reach the engine's batch throughput).
+
 Open loop: request ``i`` is sent at ``start + i / rate`` whatever happened to the earlier ones
 (closed-loop tools such as wrk wait for answers and hide the queueing a real client sees), and
 its latency is counted from that scheduled time. Each run is bounded by ``--duration`` and
@@ -23,15 +34,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import io
 import os
 import re
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,6 +61,21 @@ class Outcome:
     status: int | None  # None: no HTTP answer (timeout, connection error)
     latency_s: float
     error: str = ""
+    stages: dict[str, float] = field(default_factory=dict)  # Server-Timing, seconds
+
+
+STAGES = ("decode", "queue", "prepare", "network", "finish", "encode")
+
+
+def parse_server_timing(header: str | None) -> dict[str, float]:
+    """``decode;dur=1.6, network;dur=58.4;desc="batch of 1"`` -> {name: seconds}."""
+    stages: dict[str, float] = {}
+    for entry in (header or "").split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        for param in params:
+            if param.startswith("dur="):
+                stages[name] = float(param[4:]) / 1000
+    return stages
 
 
 @dataclass
@@ -62,6 +92,54 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def patient_zip(data_dir: Path) -> tuple[bytes, list[Path]]:
+    """The first patient's slice files (no masks) as a zip (stored: the TIFFs are compressed)."""
+    folders = sorted(p for p in data_dir.glob("TCGA_*") if p.is_dir())
+    if not folders:
+        raise SystemExit(f"no kaggle_3m patients under {data_dir}")
+    files = sorted(p for p in folders[0].glob("*.tif") if not p.name.endswith("_mask.tif"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in files:
+            archive.write(path, path.name)
+    return buffer.getvalue(), files
+
+
+def volumes(
+    url: str, blob: bytes, count: int, timeout_s: float, api_key: str | None
+) -> list[float]:
+    """Seconds of each of ``count`` sequential volume requests (after one warm-up)."""
+    headers = {"X-API-Key": api_key} if api_key else {}
+    times = []
+    with httpx.Client(base_url=url, headers=headers, timeout=timeout_s) as client:
+        for i in range(count + 1):
+            start = time.perf_counter()
+            answer = client.post("/v1/segment/volume", files={"file": ("patient.zip", blob)})
+            if answer.status_code != 200:
+                raise SystemExit(f"volume request answered {answer.status_code}: {answer.text}")
+            if i:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def bare_volume_s(checkpoint: Path, runtime: dict, files: list[Path], repeats: int = 3) -> float:
+    """Median seconds of the served engine's ``predict_volume`` on ``files`` in this process."""
+    from inference.decode import DecodeLimits, decode_slice
+    from inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(
+        checkpoint, engine=runtime.get("engine", "auto"), precision=runtime.get("precision", "auto")
+    )
+    slices = [decode_slice(path.read_bytes(), DecodeLimits()) for path in files]
+    predictor.predict_volume(slices)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict_volume(slices)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def load_slices(data_dir: Path, count: int) -> list[bytes]:
@@ -126,18 +204,45 @@ async def open_loop(
     return result
 
 
-async def sequential(
+def multipart_body(data: bytes, boundary: str = "lggseg-benchmark-boundary") -> tuple[bytes, str]:
+    """A one-file ``multipart/form-data`` body (field ``file``) and its Content-Type."""
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"slice.tif\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+    return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}")  # fmt: skip
+
+
+def sequential(
     url: str, slices: list[bytes], count: int, timeout_s: float, api_key: str | None
 ) -> list[Outcome]:
-    async with client_for(url, api_key) as client:
-        for data in slices[:3]:  # warm-up, not counted
-            await one_request(client, data, time.perf_counter(), timeout_s)
-        outcomes = []
-        for i in range(count):
-            outcomes.append(
-                await one_request(client, slices[i % len(slices)], time.perf_counter(), timeout_s)
-            )
-        return outcomes
+    """``count`` requests one after another on one keep-alive connection (bodies built first)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                            timeout=timeout_s)  # fmt: skip
+    bodies = [multipart_body(data) for data in slices]
+    extra = {"X-API-Key": api_key} if api_key else {}
+
+    def one(i: int) -> Outcome:
+        body, content_type = bodies[i % len(bodies)]
+        start = time.perf_counter()
+        try:
+            connection.request("POST", "/v1/segment", body=body,
+                               headers={"Content-Type": content_type, **extra})  # fmt: skip
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()  # reconnects on the next request
+            return Outcome(None, time.perf_counter() - start, type(exc).__name__)
+        latency = time.perf_counter() - start
+        return Outcome(response.status, latency,
+                       stages=parse_server_timing(response.getheader("Server-Timing")))
+
+    try:
+        for i in range(3):  # warm-up, not counted
+            one(i)
+        return [one(i) for i in range(count)]
+    finally:
+        connection.close()
 
 
 def server_runtime(url: str, api_key: str | None) -> dict:
@@ -223,6 +328,22 @@ def latency_table(outcomes: list[Outcome]) -> str:
     )
 
 
+def stage_table(outcomes: list[Outcome]) -> str:
+    """Medians of the server's stages, and of the round trip less the network per request."""
+    timed = [o for o in outcomes if o.status == 200 and "network" in o.stages]
+    if not timed:
+        return "(no Server-Timing header in the answers)"
+    header = ["round trip", *[s for s in STAGES if s in timed[0].stages], "not in a stage",
+              "round trip - network"]
+    lines = ["| median ms | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    columns = [[o.latency_s for o in timed]]
+    columns += [[o.stages.get(s, 0.0) for o in timed] for s in header[1:-2]]
+    columns.append([o.latency_s - sum(o.stages.values()) for o in timed])
+    columns.append([o.latency_s - o.stages["network"] for o in timed])
+    cells = [f"{statistics.median(c) * 1000:.1f}" for c in columns]
+    return "\n".join([*lines, f"| {len(timed)} requests | " + " | ".join(cells) + " |"])
+
+
 def random_checkpoint(backbone: str, image_size: int, folder: Path) -> Path:
     """Random weights (seed 0) of the real architecture: the same compute, meaningless masks."""
     import torch
@@ -297,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="first measure N sequential single-slice requests (0: skip)",
     )
     parser.add_argument("--slices", type=int, default=64, help="distinct slices to cycle (64)")
+    parser.add_argument(
+        "--volumes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send one patient's slices as a zip to /v1/segment/volume N times (0: skip)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="client timeout, s (30)")
     parser.add_argument(
         "--pause", type=float, default=5.0, help="seconds between runs, so queues drain (5)"
@@ -320,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.rate and not args.latency:
+    if not args.rate and not args.latency and not args.volumes:
         args.latency, args.rate = 50, [20.0]
     slices = load_slices(args.data_dir, args.slices)
     server = None
@@ -341,11 +469,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{runtime.get('cpu')} (flags: {', '.join(runtime.get('cpu_flags', []))})\n")
             api_p50 = None
             if args.latency:
-                outcomes = asyncio.run(
-                    sequential(url, slices, args.latency, args.timeout, args.api_key)
-                )
+                outcomes = sequential(url, slices, args.latency, args.timeout, args.api_key)
                 print("Single-slice latency (end to end, one request at a time)\n")
                 print(latency_table(outcomes) + "\n")
+                print("Where a sequential request's time goes (the server's Server-Timing; "
+                      "'not in a stage' = HTTP, multipart parsing, hand-offs, client)\n")
+                print(stage_table(outcomes) + "\n")
                 api_p50 = percentile([o.latency_s for o in outcomes if o.status == 200], 50)
             results = []
             for rate in args.rate:
@@ -359,9 +488,22 @@ def main(argv: list[str] | None = None) -> int:
             if results:
                 print(f"Open-loop constant rate, {args.duration:g} s per run\n")
                 print(load_table(results) + "\n")
+            volume_s = None
+            if args.volumes:
+                blob, files = patient_zip(args.data_dir)
+                volume_s = statistics.median(
+                    volumes(url, blob, args.volumes, args.timeout * 10, args.api_key))
+                print(f"Volume route: {len(files)} slices ({len(blob) / 2**20:.1f} MiB zip), "
+                      f"median of {args.volumes}: {volume_s:.2f} s, "
+                      f"{len(files) / volume_s:.1f} slices/s\n")  # fmt: skip
             if args.baseline and url != args.url:
                 print("Bare forward pass in this process (the server idle)\n")
-                print(baseline_table(checkpoint, runtime, api_p50))
+                print(baseline_table(checkpoint, runtime, api_p50) + "\n")
+                if volume_s is not None:
+                    bare = bare_volume_s(checkpoint, runtime, files)
+                    print(f"predict_volume in this process, same slices: {bare:.2f} s, "
+                          f"{len(files) / bare:.1f} slices/s; the volume route reaches "
+                          f"{bare / volume_s:.0%} of it\n")  # fmt: skip
         finally:
             if server is not None:
                 server.stop(timeout=60)

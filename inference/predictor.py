@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,19 @@ class SlicePrediction:
     @property
     def tumour_fraction(self) -> float:
         return self.tumour_pixels / self.mask.size
+
+
+@dataclass
+class StageTimes:
+    """Seconds one :meth:`Predictor.predict_batch` call spent in each step (the API reports them
+    in its ``Server-Timing`` header)."""
+
+    prepare_s: float = 0.0
+    """decoding to the network's input: size, channels, per-channel z-score."""
+    network_s: float = 0.0
+    """the engine's forward pass and the sigmoid (both passes with flip-TTA)."""
+    finish_s: float = 0.0
+    """back to each input's size, threshold, per-slice totals."""
 
 
 @dataclass(frozen=True)
@@ -213,12 +227,26 @@ class Predictor:
             tumour_pixels=int(mask.sum(dtype=np.int64)),
         )
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[SlicePrediction]:
-        """Segment several slices in one forward pass; each result is at its input's size."""
+    def predict_batch(
+        self, images: Sequence[np.ndarray], timings: StageTimes | None = None
+    ) -> list[SlicePrediction]:
+        """Segment several slices in one forward pass; each result is at its input's size.
+
+        ``timings``, when given, receives the seconds spent in each step.
+        """
         if len(images) == 0:
             return []
-        probs = self._forward(self.prepare(images))
-        return [self._finish(image, p) for image, p in zip(images, probs, strict=True)]
+        start = time.perf_counter()
+        batch = self.prepare(images)
+        prepared = time.perf_counter()
+        probs = self._forward(batch)
+        forwarded = time.perf_counter()
+        results = [self._finish(image, p) for image, p in zip(images, probs, strict=True)]
+        if timings is not None:
+            timings.prepare_s = prepared - start
+            timings.network_s = forwarded - prepared
+            timings.finish_s = time.perf_counter() - forwarded
+        return results
 
     def predict_slice(self, image: np.ndarray) -> SlicePrediction:
         """Segment one 2-D slice ``H x W x 3`` (or ``x 4``, alpha dropped); see ``to_hwc3``."""

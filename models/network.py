@@ -20,6 +20,17 @@ class ModelConfig(BaseModel):
     in_channels: int = Field(3, ge=1)
     out_channels: int = Field(1, ge=1)
     decoder_channels: tuple[int, int, int, int, int] = (256, 128, 64, 32, 16)
+    # Activation-scale options (issue 13's ablation; the releases use the defaults):
+    # "group" puts GroupNorm (8 groups, no running statistics) in the decoder instead of
+    # BatchNorm; zero_init_residual starts every bottleneck as the identity (Goyal et al. 2017).
+    decoder_norm: Literal["batch", "group"] = "batch"
+    zero_init_residual: bool = False
+
+
+DECODER_NORMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "batch": ("batch", {"eps": 1e-3, "momentum": 0.1}),  # MONAI's default
+    "group": ("group", {"num_groups": 8}),
+}
 
 
 class InputDtype(torch.nn.Module):
@@ -38,6 +49,16 @@ class InputDtype(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return self.module(x)  # type: ignore[no-any-return]
+
+
+def zero_init_residual(model: torch.nn.Module) -> torch.nn.Module:
+    """Zero the last BatchNorm scale of every bottleneck, so each residual block starts as the
+    identity and the residual stream does not grow with depth."""
+    for module in model.modules():
+        last = getattr(module, "bn3", None)
+        if isinstance(last, torch.nn.BatchNorm2d):
+            torch.nn.init.zeros_(last.weight)
+    return model
 
 
 def build_model(cfg: ModelConfig | dict[str, Any] | None = None) -> torch.nn.Module:
@@ -61,7 +82,10 @@ def build_model(cfg: ModelConfig | dict[str, Any] | None = None) -> torch.nn.Mod
         decoder_channels=cfg.decoder_channels,
         spatial_dims=cfg.spatial_dims,
         is_pad=False,
+        norm=DECODER_NORMS[cfg.decoder_norm],
     )
+    if cfg.zero_init_residual:
+        zero_init_residual(net)
     for block in net.decoder.blocks:
         upsample = block.upsample
         inner = getattr(upsample, "upsample_non_trainable", None)

@@ -131,12 +131,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    app.state.settings = settings
-
-    async def the_settings() -> ServeSettings:  # async: never waits for a pool thread
-        return settings
-
-    app.dependency_overrides[get_settings] = the_settings
+    app.state.settings = settings  # what deps.app_settings gives every route
     for router in (health.router, segment.router, sequences.router, scoring.router,
                    model.router, dicom.router):  # fmt: skip
         app.include_router(router)
@@ -152,6 +147,7 @@ def create_app(
                 "X-Tumour-Pixels",
                 "X-Tumour-Voxels",
                 "X-Tumour-Slices",
+                "Server-Timing",
                 "Retry-After",
             ],
         )

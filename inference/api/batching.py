@@ -2,8 +2,11 @@
 
 Requests put their slices on an asyncio queue; a collector task takes the first waiting slice,
 then whatever else arrives within ``max_wait_s`` (up to ``max_batch``), and runs the batch on a
-model thread, so the event loop never blocks. With ``workers=1`` (the default) the model never
-runs twice at once; while a batch runs, new slices queue up and form the next batch at once.
+model thread, so the event loop never blocks. ``max_wait_s=0`` (the API's default) is greedy: a
+batch is whatever queued while the model was busy, and an idle model starts on a lone slice at
+once instead of waiting for company that a sequential client never sends. With ``workers=1``
+(the default) the model never runs twice at once; while a batch runs, new slices queue up and
+form the next batch at once.
 ``workers=2`` runs two batches side by side (each on its own thread: pair it with one torch
 thread each, so that threads never outnumber cores).
 
@@ -55,7 +58,7 @@ class MicroBatcher(Generic[In, Out]):
         predict_batch: Callable[[list[In]], Sequence[Out]],
         *,
         max_batch: int = 8,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         queue_limit: int = 16,
         workers: int = 1,
         latency_budget_s: float | None = None,

@@ -17,12 +17,25 @@ from inference.api.admission import request_bytes
 from inference.api.middleware import is_keylike
 from inference.api.multipart import Form, read_form, read_parts
 from inference.api.service import ModelService
-from inference.api.settings import ServeSettings, get_settings
+from inference.api.settings import ServeSettings
 from inference.decode import decoded_size
 
 T = TypeVar("T")
 
-SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
+
+
+async def app_settings(request: Request) -> ServeSettings:
+    """The settings the app was built with (``create_app``); async, so no pool thread.
+
+    Read from the app rather than swapped in through ``app.dependency_overrides``: any override
+    makes FastAPI re-inspect every dependency's signature on every request (about 1 ms here).
+    Tests may still override this function.
+    """
+    settings: ServeSettings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[ServeSettings, Depends(app_settings)]
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key",

@@ -8,11 +8,14 @@ deployment is visible and never serves random weights.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +28,7 @@ from inference.api.admission import MIB, MemoryBudget
 from inference.api.batching import MicroBatcher, Overloaded
 from inference.api.settings import ServeSettings
 from inference.api.telemetry import ServiceMetrics
-from inference.predictor import Predictor, SlicePrediction
+from inference.predictor import Predictor, SlicePrediction, StageTimes
 from models.card import ModelCard
 from models.checkpoint import CheckpointError
 
@@ -39,7 +42,20 @@ class SlicePredictor(Protocol):
     model_version: str
     threshold: float
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[SlicePrediction]: ...
+    def predict_batch(
+        self, images: Sequence[np.ndarray], timings: StageTimes | None = None
+    ) -> list[SlicePrediction]: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One slice's prediction, with the steps of the batch it ran in (shared by that batch)."""
+
+    prediction: SlicePrediction
+    times: StageTimes
+    batch_size: int
+    queued_s: float = 0.0
+    """from joining the queue to the answer, less the batch's steps: waiting and hand-offs."""
 
 
 class NotReady(RuntimeError):
@@ -60,7 +76,7 @@ class ModelService:
         self.metrics = metrics
         self.predictor = predictor
         self.error = error if predictor is None else None
-        self.batcher: MicroBatcher[np.ndarray, SlicePrediction] | None = None
+        self.batcher: MicroBatcher[np.ndarray, Answer] | None = None
         self._volumes = asyncio.Semaphore(settings.max_concurrent_volumes)
         self.memory = MemoryBudget(settings.decode_budget_mb * MIB, settings.admission_wait_s)
         if predictor is not None:
@@ -111,10 +127,12 @@ class ModelService:
             raise NotReady(self.error or "model not loaded")
         return self.predictor
 
-    def _predict_batch(self, images: list[np.ndarray]) -> list[SlicePrediction]:
-        return self.require_predictor().predict_batch(images)
+    def _predict_batch(self, images: list[np.ndarray]) -> list[Answer]:
+        times = StageTimes()
+        predictions = self.require_predictor().predict_batch(images, timings=times)
+        return [Answer(prediction, times, len(images)) for prediction in predictions]
 
-    def _batcher(self) -> MicroBatcher[np.ndarray, SlicePrediction]:
+    def _batcher(self) -> MicroBatcher[np.ndarray, Answer]:
         self.require_predictor()
         if self.batcher is None:  # pragma: no cover - set whenever a predictor is
             raise NotReady("the batcher is not running")
@@ -130,16 +148,19 @@ class ModelService:
         finally:
             self.metrics.memory_reserved.set(self.memory.used)
 
-    async def segment(self, image: np.ndarray) -> SlicePrediction:
+    async def segment(self, image: np.ndarray) -> Answer:
         """One slice through the shared micro-batches (Overloaded / BatchTimeout on trouble)."""
         batcher = self._batcher()
         check_channels(image)  # a 422 now, before the slice joins a batch shared with others
         self.metrics.queue_depth.set(batcher.pending)
+        start = time.perf_counter()
         try:
-            (prediction,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
+            (answer,) = await batcher.submit([image], timeout=self.settings.request_timeout_s)
         finally:
             self.metrics.queue_depth.set(batcher.pending)
-        return prediction
+        steps = answer.times.prepare_s + answer.times.network_s + answer.times.finish_s
+        waited = max(0.0, time.perf_counter() - start - steps)
+        return dataclasses.replace(answer, queued_s=waited)
 
     async def segment_volume(self, slices: Sequence[np.ndarray]) -> list[SlicePrediction]:
         """A volume's slices, ``max_batch`` at a time, interleaved fairly with slice requests.
@@ -157,7 +178,7 @@ class ModelService:
         async with self._volumes, asyncio.timeout(self.settings.volume_timeout_s):
             out: list[SlicePrediction] = []
             step = self.settings.max_batch
-            in_flight: deque[asyncio.Future[list[SlicePrediction]]] = deque()
+            in_flight: deque[asyncio.Future[list[Answer]]] = deque()
             try:
                 for start in range(0, len(slices), step):
                     chunk = list(slices[start : start + step])
@@ -165,9 +186,9 @@ class ModelService:
                         chunk, timeout=self.settings.volume_timeout_s, bypass_limit=True
                     )))  # fmt: skip
                     if len(in_flight) == 2:
-                        out += await in_flight.popleft()
+                        out += [answer.prediction for answer in await in_flight.popleft()]
                 while in_flight:
-                    out += await in_flight.popleft()
+                    out += [answer.prediction for answer in await in_flight.popleft()]
             finally:
                 for future in in_flight:  # an error or a cancelled request: drop the rest
                     if not future.done():

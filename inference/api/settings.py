@@ -75,7 +75,12 @@ class ServeSettings(BaseSettings):
         description="batches run side by side, one thread each; keep "
         "model_workers x torch_threads <= cores",
     )
-    batch_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="how long a batch waits to fill; 0: greedy (a batch is whatever queued "
+        "while the model was busy, so an idle model starts at once)",
+    )
     queue_limit: int = Field(16, ge=1, description="slices waiting or running; beyond -> 503")
     latency_budget_s: float | None = Field(
         0.8,
@@ -132,5 +137,6 @@ class ServeSettings(BaseSettings):
 
 @lru_cache
 def get_settings() -> ServeSettings:
-    """The process's settings (cached); tests replace it through ``dependency_overrides``."""
+    """The process's settings (cached), read from the environment; routes take the settings the
+    app was built with (``deps.app_settings``)."""
     return ServeSettings()

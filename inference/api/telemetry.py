@@ -102,3 +102,19 @@ class MetricsMiddleware:
             route = _route_template(scope)
             self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def server_timing(stages: dict[str, float], batch_size: int | None = None) -> str:
+    """A ``Server-Timing`` header (W3C) from seconds per stage, in milliseconds, e.g.
+    ``decode;dur=1.62, queue;dur=0.31, network;dur=58.40;desc="batch of 1", encode;dur=0.41``.
+
+    Browsers' developer tools draw it; ``benchmarks/api_load.py`` reads the network's share
+    from it to tell the model's time from the API's.
+    """
+    parts = []
+    for name, seconds in stages.items():
+        part = f"{name};dur={seconds * 1000:.2f}"
+        if name == "network" and batch_size is not None:
+            part += f';desc="batch of {batch_size}"'
+        parts.append(part)
+    return ", ".join(parts)

@@ -14,7 +14,7 @@ import torch
 from fastapi import FastAPI
 
 from inference.api.settings import ServeSettings
-from inference.predictor import Predictor, SlicePrediction
+from inference.predictor import Predictor, SlicePrediction, StageTimes
 
 
 def settings(checkpoint: Path, **overrides: Any) -> ServeSettings:
@@ -35,10 +35,12 @@ class SlowPredictor:
         self.threshold = inner.threshold
         self.batches: list[int] = []
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[SlicePrediction]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], timings: StageTimes | None = None
+    ) -> list[SlicePrediction]:
         self.batches.append(len(images))
         start = time.perf_counter()
-        out = self.inner.predict_batch(images)
+        out = self.inner.predict_batch(images, timings)
         time.sleep(max(0.0, self.delay_s - (time.perf_counter() - start)))
         return out
 

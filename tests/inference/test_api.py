@@ -18,6 +18,7 @@ from PIL import Image
 from inference.api import create_app
 from inference.api.settings import get_settings
 from inference.metrics import dice
+from inference.predictor import StageTimes
 from tests.inference.api_helpers import metric_value, settings
 from tests.inference.samples import brain_like, nifti_bytes, png_bytes, tiff_bytes, zip_bytes
 
@@ -52,6 +53,24 @@ def test_segment_returns_a_png_mask_of_the_inputs_size(
     assert set(np.unique(mask)) <= {0, 255}
     assert int(response.headers["X-Tumour-Pixels"]) == int((mask == 255).sum())
     assert response.headers["X-Model-Version"].startswith("test-resnet18")
+
+
+def test_server_timing_says_where_a_slices_time_went(client: TestClient) -> None:
+    response = client.post("/v1/segment", files={"file": ("s.tif", tiff_bytes(brain_like(64, 64)))})
+    assert response.status_code == 200
+    entries = [e.strip() for e in response.headers["Server-Timing"].split(",")]
+    stages = {e.split(";")[0]: float(re.search(r"dur=([0-9.]+)", e).group(1)) for e in entries}
+    assert list(stages) == ["decode", "queue", "prepare", "network", "finish", "encode"]
+    assert stages["network"] > 0 and all(value >= 0 for value in stages.values())
+    assert 'network;dur=' in response.headers["Server-Timing"]
+    assert '"batch of 1"' in response.headers["Server-Timing"]
+
+
+def test_predict_batch_reports_its_steps(client: TestClient) -> None:
+    predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
+    times = StageTimes()
+    predictor.predict_batch([brain_like(64, 64), brain_like(32, 48)], timings=times)
+    assert times.prepare_s > 0 and times.network_s > 0 and times.finish_s > 0
 
 
 def test_segment_json(client: TestClient) -> None:
@@ -282,9 +301,11 @@ def test_default_torch_threads_use_every_usable_core(spread_checkpoint: Path) ->
             self.model_version, self.threshold = inner.model_version, inner.threshold
             self.seen: list[int] = []
 
-        def predict_batch(self, images: list[np.ndarray]) -> list[object]:
+        def predict_batch(
+            self, images: list[np.ndarray], timings: StageTimes | None = None
+        ) -> list[object]:
             self.seen.append(torch.get_num_threads())
-            return self.inner.predict_batch(images)  # type: ignore[return-value]
+            return self.inner.predict_batch(images, timings)  # type: ignore[return-value]
 
     counting = ThreadCounting(Predictor.from_checkpoint(spread_checkpoint))
     app = create_app(settings(spread_checkpoint, torch_threads=None), predictor=counting)

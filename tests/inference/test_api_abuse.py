@@ -87,7 +87,7 @@ def test_an_unexpected_error_is_500_and_its_message_never_logged(
     class Failing:
         card, model_version, threshold = {}, "test", 0.5
 
-        def predict_batch(self, images: list[np.ndarray]) -> list[Any]:
+        def predict_batch(self, images: list[np.ndarray], timings: object = None) -> list[Any]:
             raise RuntimeError("descrip=Jane Doe 1961")
 
     caplog.set_level(logging.DEBUG)

@@ -565,9 +565,9 @@ def test_api_key_is_checked_before_the_body_is_read(tiny_checkpoint: Path) -> No
 
 
 def test_settings_override_through_dependency_overrides(tiny_checkpoint: Path) -> None:
-    from inference.api.settings import get_settings
+    from inference.api.deps import app_settings
 
     app = create_app(settings(tiny_checkpoint))
-    app.dependency_overrides[get_settings] = lambda: settings(tiny_checkpoint, max_pixels=100)
+    app.dependency_overrides[app_settings] = lambda: settings(tiny_checkpoint, max_pixels=100)
     with TestClient(app) as c:
         check(post(c, png_bytes(brain_like(16, 16))), 422, "limit is 100", c)

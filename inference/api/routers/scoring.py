@@ -58,7 +58,7 @@ async def evaluate(
                 f"the mask is {truth.shape[0]} x {truth.shape[1]} but the image is "
                 f"{image.shape[0]} x {image.shape[1]}; they must match"
             )
-        prediction = await service.segment(image)
+        prediction = (await service.segment(image)).prediction
         del image
     scores = slice_scores(prediction.mask, truth)
     headers: dict[str, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -19,6 +20,8 @@ from inference.api.deps import (
     require_api_key,
 )
 from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
+from inference.api.service import Answer
+from inference.api.telemetry import server_timing
 from inference.decode import (
     MM3_PER_ML,
     Volume,
@@ -85,6 +88,22 @@ def volume_fields(volume: Volume, prediction: VolumePrediction) -> dict[str, Any
     }
 
 
+def slice_timing(answer: Answer, decode_s: float, encode_s: float) -> str:
+    """The ``Server-Timing`` header of a one-slice answer: where its time went, in order."""
+    times = answer.times
+    return server_timing(
+        {
+            "decode": decode_s,
+            "queue": answer.queued_s,
+            "prepare": times.prepare_s,
+            "network": times.network_s,
+            "finish": times.finish_s,
+            "encode": encode_s,
+        },
+        batch_size=answer.batch_size,
+    )
+
+
 def input_warnings(data: bytes, headers: dict[str, str]) -> list[str]:
     """Warnings about an (already decoded) upload, also set as the X-Input-Warning header."""
     warning = lossy_warning(data)
@@ -110,6 +129,9 @@ def input_warnings(data: bytes, headers: dict[str, str]) -> list[str]:
             "headers": {
                 "X-Model-Version": {"schema": {"type": "string"}},
                 "X-Tumour-Pixels": {"schema": {"type": "integer"}},
+                "Server-Timing": {"schema": {"type": "string"},
+                                  "description": "milliseconds spent decoding, queued, "
+                                  "preparing, in the network, finishing and encoding"},
                 "X-Input-Warning": {"schema": {"type": "string"},
                                     "description": "present when the input is lossy (JPEG)"},
             },
@@ -125,12 +147,20 @@ async def segment_slice(
     response_format: Annotated[Literal["png", "json"], Query(alias="format")] = "png",
 ) -> Response:
     async with admitted(service, settings, form["file"]):
+        start = time.perf_counter()
         image = await run_in_threadpool(decode_slice, form["file"], settings.decode_limits())
-        prediction = await service.segment(image)
+        decode_s = time.perf_counter() - start
+        answer = await service.segment(image)
         del image
+    prediction = answer.prediction
     version = service.require_predictor().model_version
+    start = time.perf_counter()
     png = await run_in_threadpool(mask_to_png, prediction.mask)
-    headers = {"X-Model-Version": version, "X-Tumour-Pixels": str(prediction.tumour_pixels)}
+    headers = {
+        "X-Model-Version": version,
+        "X-Tumour-Pixels": str(prediction.tumour_pixels),
+        "Server-Timing": slice_timing(answer, decode_s, time.perf_counter() - start),
+    }
     warnings = input_warnings(form["file"], headers)
     if response_format == "png":
         return Response(png, media_type="image/png", headers=headers)
