@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import torch
 from monai.networks.nets import FlexibleUNet
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class ModelConfig(BaseModel):
@@ -25,6 +25,16 @@ class ModelConfig(BaseModel):
     # BatchNorm; zero_init_residual starts every bottleneck as the identity (Goyal et al. 2017).
     decoder_norm: Literal["batch", "group"] = "batch"
     zero_init_residual: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_default_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave the activation-scale options out of a card while they are the defaults: the
+        released cards stay byte for byte what they were, and readable by earlier versions."""
+        data: dict[str, Any] = handler(self)
+        for name in ("decoder_norm", "zero_init_residual"):
+            if data.get(name) == type(self).model_fields[name].default:
+                data.pop(name)
+        return data
 
 
 DECODER_NORMS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -71,3 +71,37 @@ def test_input_sides_must_be_multiples_of_32(pair) -> None:
     ours, _ = pair
     with torch.inference_mode(), pytest.raises(RuntimeError):
         ours(torch.randn(1, 3, 48, 48))
+
+
+def test_group_norm_decoder_has_no_running_statistics_and_round_trips(tmp_path) -> None:
+    from data.preprocessing import PreprocessingConfig
+    from models.card import ModelCard
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = ModelConfig(backbone="resnet18", decoder_norm="group")
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    decoder_norms = [m for m in net.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    groups = [m for m in net.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert not decoder_norms and len(groups) == 10  # two per decoder block
+    assert all(m.num_groups == 8 for m in groups)
+    path = tmp_path / "gn.safetensors"
+    save_checkpoint(path, net, ModelCard(name="gn", version="0", model=cfg,
+                                            preprocessing=PreprocessingConfig()))
+    loaded, card = load_checkpoint(path)
+    assert card.model.decoder_norm == "group"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.eval()(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_zero_init_residual_starts_every_bottleneck_as_the_identity() -> None:
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(zero_init_residual=True)).eval()
+    last = [m.bn3 for m in net.encoder.modules() if hasattr(m, "bn3")]
+    assert len(last) == 16  # resnet50: 3 + 4 + 6 + 3 bottlenecks
+    assert all(bool((bn.weight == 0).all()) for bn in last)
+    block = net.encoder.layer2[1]  # no downsample: out = relu(x + 0)
+    x = torch.randn(1, 512, 8, 8).relu()
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), x)
