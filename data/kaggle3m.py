@@ -102,7 +102,7 @@ def _failure(exc: Exception) -> str:
     """Why a TIFF cannot be read, never quoting the file: tifffile's messages can carry the
     file's first bytes (``not a TIFF file: header=b'...'``) or values read from it."""
     if "imagecodecs" in str(exc):
-        return "compressed with a codec that needs the optional imagecodecs package"
+        return "compressed with a codec that needs imagecodecs (a dependency: reinstall lggseg)"
     if isinstance(exc, tifffile.TiffFileError):
         return "not a TIFF file, or its header is corrupt"
     if isinstance(exc, OSError):

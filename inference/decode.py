@@ -23,8 +23,9 @@ preprocessing z-scores each channel, so the scale of the numbers does not matter
   converted to RGB by Pillow. Colour stays ``H x W x 3`` in the file's channel order.
 - 16-bit colour PNG is refused (Pillow would silently reduce it to 8 bits): send TIFF or NIfTI.
 - TIFF: one page only, ``YX``, ``YXS`` or ``SYX`` with 1, 3 or 4 samples (4: alpha dropped),
-  any integer or float type (``float16`` widened to ``float32``); read by tifffile, or by Pillow
-  for compressions tifffile needs the optional imagecodecs package for (LZW, JPEG).
+  any integer or float type (``float16`` widened to ``float32``); read by tifffile with
+  imagecodecs' compiled codecs (deflate, LZW, JPEG, ZSTD, ...), or by Pillow for a compression
+  they lack; none reads it: a 422 naming the compression.
 - NIfTI (single-file ``.nii``, optionally gzipped): array axes are taken as they are stored,
   axis 0 = image rows, axis 1 = columns, axis 2 = slices, an optional axis 3 = 1 or 3 channels
   (pre-contrast, FLAIR, post-contrast). No reorientation: the output mask shares the input's
@@ -309,7 +310,7 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
             except (ImportError, KeyError, ValueError) as exc:
                 if not _missing_codec(exc):
                     raise
-                # LZW, JPEG, ... need the optional imagecodecs package; Pillow reads some.
+                # a compression imagecodecs lacks (or imagecodecs missing): Pillow reads some
                 return _decode_tiff_with_pillow(data, compression, limits)
     except DecodeProblem:
         raise
@@ -324,12 +325,20 @@ def _decode_tiff(data: bytes, limits: DecodeLimits) -> np.ndarray:
 
 def _tiff_compression_name(page: tifffile.TiffPage) -> str:
     compression = getattr(page, "compression", None)
-    return str(getattr(compression, "name", "unknown"))
+    if compression is None:
+        return "unknown"
+    return str(getattr(compression, "name", compression))  # an int tifffile has no name for
 
 
 def _missing_codec(exc: Exception) -> bool:
-    """tifffile's way of saying "I have no decoder for this compression"."""
-    return isinstance(exc, ImportError) or "imagecodecs" in str(exc) or isinstance(exc, KeyError)
+    """tifffile's ways of saying "I have no decoder for this compression" (no codec installed,
+    "<COMPRESSION.JBIG_BW: 9> not supported", "12345 is not a known COMPRESSION")."""
+    text = str(exc)
+    return (
+        isinstance(exc, (ImportError, KeyError))
+        or "imagecodecs" in text
+        or (isinstance(exc, ValueError) and ("not supported" in text or "COMPRESSION" in text))
+    )
 
 
 def _decode_tiff_with_pillow(data: bytes, compression: str, limits: DecodeLimits) -> np.ndarray:

@@ -404,10 +404,18 @@ def test_zip_bomb_is_refused_from_declared_sizes() -> None:
 # ----------------------------------------------------------------- decoder failures (issue 12)
 
 
-def test_tiff_with_a_missing_codec_is_a_decode_error() -> None:
-    """ZSTD needs a codec this environment lacks: 422 naming the compression, not a 500."""
-    with pytest.raises(DecodeError, match=r"compression \(ZSTD\)"):
-        decode_slice(tiff_with_compression(RGB, 50000))
+@pytest.mark.parametrize(("code", "name"), [(9, "JBIG_BW"), (12345, "12345")])
+def test_tiff_with_a_compression_no_codec_reads_is_a_decode_error(code: int, name: str) -> None:
+    """No installed codec (imagecodecs, Pillow) reads it: a 422 naming it, not a 500."""
+    with pytest.raises(DecodeError, match=rf"compression \({name}\) cannot be decoded here"):
+        decode_slice(tiff_with_compression(RGB, code))
+
+
+def test_tiff_codecs_beyond_deflate_are_installed() -> None:
+    """imagecodecs (a dependency) decodes what tifffile alone cannot, ZSTD for one."""
+    assert np.array_equal(decode_slice(tiff_bytes(RGB, compression="zstd")), RGB)
+    with pytest.raises(DecodeError, match="truncated or corrupt"):
+        decode_slice(tiff_with_compression(RGB, 50000))  # deflate bytes labelled ZSTD
 
 
 def test_tiff_with_corrupt_lzma_data_is_a_decode_error() -> None:
