@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         "init, zero-init residual": lambda: build_model(ModelConfig(zero_init_residual=True)),
     }
     for path in args.checkpoint or [BUNDLED_CHECKPOINT]:
-        columns[path.name] = lambda path=path: load_checkpoint(path)[0]
+        label = f"{path.parent.name}/{path.stem}"  # runs' files share names (last, best)
+        columns[label] = lambda path=path: load_checkpoint(path)[0]
     table = {label: variances(make(), images) for label, make in columns.items()}
     rows = list(next(iter(table.values())))
     print(f"mean per-channel variance over {len(images)} real slices")
