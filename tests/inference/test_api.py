@@ -316,3 +316,23 @@ def test_default_torch_threads_use_every_usable_core(spread_checkpoint: Path) ->
     finally:
         torch.set_num_threads(before)
     assert counting.seen == [len(os.sched_getaffinity(0))]
+
+
+def test_small_slices_decode_on_the_event_loop_and_large_ones_in_a_thread() -> None:
+    import asyncio
+    import threading
+
+    from inference.api.deps import INLINE_MAX_PIXELS, on_loop_if, small_slice
+    from inference.decode import decoded_size
+
+    async def where(small: bool) -> int:
+        return await on_loop_if(small, threading.get_ident)
+
+    loop_thread = threading.get_ident()
+    assert asyncio.run(where(True)) == loop_thread
+    assert asyncio.run(where(False)) != loop_thread
+    small = tiff_bytes(brain_like(256, 256))
+    assert small_slice(small, decoded_size(small))
+    side = int(INLINE_MAX_PIXELS**0.5) + 1
+    large = png_bytes(np.zeros((side, side, 3), np.uint8))  # a few KiB, too many pixels
+    assert not small_slice(large, decoded_size(large))

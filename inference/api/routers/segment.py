@@ -11,13 +11,16 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from inference.api.deps import (
+    INLINE_MAX_PIXELS,
     ReadyServiceDep,
     SettingsDep,
     SliceForm,
     admitted,
     cancel_on_disconnect,
     multipart_body,
+    on_loop_if,
     require_api_key,
+    small_slice,
 )
 from inference.api.schemas import Problem, SegmentResult, SliceSummaryOut, VolumeResult
 from inference.api.service import Answer
@@ -146,16 +149,17 @@ async def segment_slice(
     form: SliceForm,
     response_format: Annotated[Literal["png", "json"], Query(alias="format")] = "png",
 ) -> Response:
-    async with admitted(service, settings, form["file"]):
+    async with admitted(service, settings, form["file"]) as (size,):
         start = time.perf_counter()
-        image = await run_in_threadpool(decode_slice, form["file"], settings.decode_limits())
+        small = small_slice(form["file"], size)
+        image = await on_loop_if(small, decode_slice, form["file"], settings.decode_limits())
         decode_s = time.perf_counter() - start
         answer = await service.segment(image)
         del image
     prediction = answer.prediction
     version = service.require_predictor().model_version
     start = time.perf_counter()
-    png = await run_in_threadpool(mask_to_png, prediction.mask)
+    png = await on_loop_if(prediction.mask.size <= INLINE_MAX_PIXELS, mask_to_png, prediction.mask)
     headers = {
         "X-Model-Version": version,
         "X-Tumour-Pixels": str(prediction.tumour_pixels),
