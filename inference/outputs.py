@@ -14,11 +14,13 @@ from skimage.measure import find_contours
 def mask_to_png(mask: np.ndarray) -> bytes:
     """``H x W`` mask (non-zero = tumour) -> 8-bit greyscale PNG, 0 background, 255 tumour.
 
-    Deterministic: the same mask always gives the same bytes.
+    Deterministic: the same mask always gives the same bytes. zlib level 1: a 256 x 256 mask
+    encodes in 0.3 instead of 0.66 ms (level 6) for a few hundred bytes more; masks are mostly
+    zeros, so either is small.
     """
     pixels = np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=6)
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
