@@ -59,7 +59,7 @@ class StageTimes:
     in its ``Server-Timing`` header)."""
 
     prepare_s: float = 0.0
-    """decoding to the network's input: size, channels, per-channel z-score."""
+    """the decoded slices to the network's input: size, channels, per-channel z-score."""
     network_s: float = 0.0
     """the engine's forward pass and the sigmoid (both passes with flip-TTA)."""
     finish_s: float = 0.0
