@@ -53,13 +53,27 @@ def _truth(size: int = 64) -> np.ndarray:
                     255, 0).astype(np.uint8)
 
 
-@pytest.fixture
-def viewer(monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path) -> AppTest:
-    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
-    monkeypatch.delenv("LGGSEG_DATA_DIR", raising=False)
+def _started(
+    monkeypatch: pytest.MonkeyPatch,
+    checkpoint: Path,
+    data_dir: Path | None = None,
+    api_url: str | None = None,
+) -> AppTest:
+    """The viewer run once with these settings; a setting given as None is unset."""
+    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(checkpoint))
+    for name, value in (("LGGSEG_DATA_DIR", data_dir), ("LGGSEG_API_URL", api_url)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, str(value))
     at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
     at.run()
+    return at
+
+
+@pytest.fixture
+def viewer(monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path) -> AppTest:
+    at = _started(monkeypatch, tiny_checkpoint)
     assert not at.exception, at.exception
     return at
 
@@ -313,11 +327,7 @@ def _patient(root: Path, name: str, slices: int) -> None:
 
 
 def _dataset_page(monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, root: Path) -> AppTest:
-    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.setenv("LGGSEG_DATA_DIR", str(root))
-    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
-    at = AppTest.from_file(VIEWER, default_timeout=TIMEOUT)
-    at.run()
+    at = _started(monkeypatch, tiny_checkpoint, data_dir=root)
     at.radio(key="mode").set_value("Browse a dataset folder").run()
     assert not at.exception, at.exception
     return at

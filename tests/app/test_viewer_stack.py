@@ -27,13 +27,13 @@ from tests.app.test_viewer import (
     _dataset_page,
     _metric,
     _patient,
+    _started,
     _texts,
     _truth,
     _volume_and_truth,
 )
 from tests.dicom_study import write_study
 
-VIEWER = str(Path(__file__).resolve().parents[2] / "app" / "viewer.py")
 MODE_VOLUME = "Upload a volume (NIfTI, sequences, DICOM)"
 SPACING = (0.5, 0.5, 2.0)
 
@@ -56,11 +56,7 @@ def _sequence_files(volume: np.ndarray, truth: np.ndarray) -> list[tuple[str, by
 
 @pytest.fixture
 def viewer(monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path) -> AppTest:
-    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
-    monkeypatch.delenv("LGGSEG_DATA_DIR", raising=False)
-    at = AppTest.from_file(VIEWER, default_timeout=60)
-    at.run()
+    at = _started(monkeypatch, tiny_checkpoint)
     at.radio(key="mode").set_value(MODE_VOLUME).run()
     assert not at.exception, at.exception
     return at
@@ -213,11 +209,7 @@ def test_the_example_patient_opens_the_dataset_mode(
     root = tmp_path / "kaggle_3m"
     _patient(root, "TCGA_AA_0001_20000101", 2)
     _patient(root, "TCGA_BB_0002_20000202", 3)
-    monkeypatch.setenv("LGGSEG_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.setenv("LGGSEG_DATA_DIR", str(root))
-    monkeypatch.delenv("LGGSEG_API_URL", raising=False)
-    at = AppTest.from_file(VIEWER, default_timeout=60)
-    at.run()
+    at = _started(monkeypatch, tiny_checkpoint, data_dir=root)
     at.button(key="example").click().run()
     assert not at.exception and not at.error
     assert at.radio(key="mode").value == "Browse a dataset folder"
@@ -277,10 +269,7 @@ def test_nothing_of_the_previous_patient_shows_while_the_next_is_segmented(
 def test_sequence_files_and_uncertainty_through_the_api(
     monkeypatch: pytest.MonkeyPatch, live_api: str, tiny_checkpoint: Path
 ) -> None:
-    monkeypatch.setenv("LGGSEG_API_URL", live_api)
-    monkeypatch.delenv("LGGSEG_DATA_DIR", raising=False)
-    at = AppTest.from_file(VIEWER, default_timeout=60)
-    at.run()
+    at = _started(monkeypatch, tiny_checkpoint, api_url=live_api)
     at.radio(key="mode").set_value(MODE_VOLUME).run()
     at.radio(key="volume_kind").set_value("Three sequence files (NIfTI)").run()
     volume, truth = _case()
