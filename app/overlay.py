@@ -187,7 +187,6 @@ def agreement_overlay(
     return out
 
 
-
 def layers_rgba(
     shape: tuple[int, int],
     layers: list[tuple[np.ndarray, RGB, Mode]],

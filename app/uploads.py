@@ -265,15 +265,16 @@ def read_sequences(files: Sequence[Upload], truth: Upload | None = None) -> Volu
 
 
 def _dicom_files(files: Sequence[Upload]) -> list[Upload]:
-    """The uploads, with every zip replaced by its members (read in memory)."""
+    """The uploads, with every zip replaced by its content entries (read in memory; the zip
+    entry rule and read errors of ``inference.decode``, as the API's DICOM route uses)."""
     out: list[Upload] = []
     for name, data in files:
         if data[:4] == b"PK\x03\x04":
             try:
                 with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                    out += [(info.filename, archive.read(info)) for info in archive.infolist()
-                            if not info.is_dir()]
-            except (zipfile.BadZipFile, OSError) as exc:
+                    out += [(info.filename, archive.read(info))
+                            for info in decode.zip_content_entries(archive.infolist())]
+            except decode.ZIP_READ_ERRORS as exc:
                 raise backend.BadUpload(f"{display_name(name)} is not a readable zip: {exc}"
                                         ) from exc
         else:
