@@ -45,12 +45,17 @@ class StackCase:
         return self.truths[index] if self.truths is not None else None
 
 
-def _uncertainty(segmenter: backend.Segmenter, case: StackCase, key: str) -> list[np.ndarray]:
+StackId = tuple[str, str, str]
+"""(model, stack key, content id): what the memoised pictures and maps of a stack depend on."""
+
+
+def _uncertainty(segmenter: backend.Segmenter, case: StackCase, ident: StackId
+                 ) -> list[np.ndarray]:
     def make() -> list[np.ndarray]:
         with st.spinner("Segmenting the mirrored slices (uncertainty)...", show_time=True):
             return segmenter.uncertainty(case.images, [p.mask for p in case.predictions])
 
-    maps: list[np.ndarray] = memo("_uncertainty", (segmenter.key, key), make, keep=2)
+    maps: list[np.ndarray] = memo("_uncertainty", ident, make, keep=2)
     return maps
 
 
@@ -88,20 +93,27 @@ def forget_stack(key: str) -> None:
 
 
 def _draw_stack(case: StackCase, display: Display, uncertain: list[np.ndarray] | None,
-                goto: tuple[int, str], *, key: str) -> int:
-    """The stack and its slider; returns the slice on screen (0-based)."""
+                goto: tuple[int, str], *, key: str, ident: StackId) -> int:
+    """The stack and its slider; returns the slice on screen (0-based).
+
+    The images and overlays are encoded once per stack and display choice (every scroll in
+    the browser reruns the page: 23 overlays take about 135 ms to encode)."""
     count = len(case.names)
     index = goto[0]
-    bases = memo("_bases", (key, display.channel), lambda: [
+    bases = memo("_bases", (ident, display.channel), lambda: [
         stack.png_data_url(overlay.display_image(im, display.channel)) for im in case.images],
         keep=4)
-    overlays = [
-        stack.png_data_url(overlay.layers_rgba(
-            case.images[k].shape[:2],
-            stack_layers(case.predictions[k].mask, case.truth(k), display,
-                         uncertain[k] if uncertain is not None else None),
-            display.opacity))
-        for k in range(count)]
+
+    def draw_overlays() -> list[str]:
+        return [stack.png_data_url(overlay.layers_rgba(
+                    case.images[k].shape[:2],
+                    stack_layers(case.predictions[k].mask, case.truth(k), display,
+                                 uncertain[k] if uncertain is not None else None),
+                    display.opacity))
+                for k in range(count)]  # fmt: skip
+
+    overlays = memo("_overlays", (ident, display.mode, display.opacity, display.layers),
+                    draw_overlays, keep=4)
     aspect = case.spacing[0] / case.spacing[1] if case.spacing else 1.0
     report = stack.slice_stack(bases, overlays, goto=goto,
                                key=f"stack-{key}", aspect=aspect, height=STACK_HEIGHT)
@@ -122,18 +134,22 @@ def _draw_stack(case: StackCase, display: Display, uncertain: list[np.ndarray] |
 
 def show_stack(
     segmenter: backend.Segmenter, case: StackCase, display: Display, *, key: str,
-    nonce_prefix: str = "",
+    content_id: str = "",
 ) -> None:
     """A volume or a patient: the slice stack (image left, metrics right), the clickable
-    per-slice area chart and the downloads."""
+    per-slice area chart and the downloads.
+
+    ``content_id`` tells apart the cases shown under one ``key`` (the uploaded volumes); the
+    stack's memoised pictures and uncertainty maps are kept by model, key and content id."""
     count = len(case.names)
     index, nonce = _chosen_slice(key, count, case.start)
-    uncertain = (_uncertainty(segmenter, case, key)
+    ident: StackId = (segmenter.key, key, content_id)
+    uncertain = (_uncertainty(segmenter, case, ident)
                  if LAYER_UNCERTAINTY in display.layers else None)
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        index = _draw_stack(case, display, uncertain, (index, f"{nonce_prefix}:{nonce}"),
-                            key=key)
+        index = _draw_stack(case, display, uncertain, (index, f"{content_id}:{nonce}"),
+                            key=key, ident=ident)
     masks = np.stack([p.mask for p in case.predictions], axis=2)
     truth_volume = np.stack(case.truths, axis=2) if case.truths is not None else None
     rows = [slice_scores(case.names[k], case.predictions[k], case.truth(k))

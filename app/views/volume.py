@@ -86,6 +86,6 @@ def page_volume(segmenter: backend.Segmenter, display: Display) -> None:
         forget_stack("volume")
         st.session_state["_volume_id"] = volume_id
     try:
-        show_stack(segmenter, case, display, key="volume", nonce_prefix=volume_id)
+        show_stack(segmenter, case, display, key="volume", content_id=volume_id)
     except backend.BackendError as exc:
         st.error(str(exc))

@@ -477,3 +477,19 @@ def test_a_zip_of_jpegs_is_segmented_with_a_visible_warning(viewer: AppTest) -> 
     assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
     assert any("`v.zip` holds JPEG slices" in w.value for w in viewer.warning)
     assert _metric(viewer, "Slices") == "2"
+
+
+def test_a_second_volume_shows_its_own_slices_and_uncertainty(viewer: AppTest) -> None:
+    """The stack's encoded images, overlays and uncertainty maps are kept per volume: a second
+    upload under the same page must not be drawn with the first one's."""
+    volume, _ = _volume_and_truth()
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
+    viewer.checkbox(key="layer_uncertainty").check()
+    for depth in (4, 2):
+        viewer.file_uploader(key="volume").set_value(
+            (f"v{depth}.nii.gz", _nifti(volume[:, :, :depth]), "application/gzip"))
+        viewer.run()
+        assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+        for cache in ("_bases", "_overlays", "_uncertainty"):
+            latest = list(viewer.session_state[cache].values())[-1]  # the last one used
+            assert len(latest) == depth, cache
