@@ -93,8 +93,9 @@ def show_volume_metrics(
         items.append(("Volumetric Dice", f"{summary.dice:.3f}",
                       "Dice over all slices together (every tumour voxel counts once)."))
     if truth is not None:
-        distance = memo("_hd95", (key, hashlib.sha256(masks.tobytes()).hexdigest()),
-                        lambda: metrics.hd95(masks, truth, spacing), keep=4)
+        inputs = (key, hashlib.sha256(masks.tobytes()).hexdigest(),
+                  hashlib.sha256(truth.tobytes()).hexdigest(), spacing)  # all it depends on
+        distance = memo("_hd95", inputs, lambda: metrics.hd95(masks, truth, spacing), keep=4)
         unit = "mm" if spacing is not None else "px"
         items.append((
             f"HD95 ({unit})", "-" if np.isnan(distance) else f"{distance:.1f} {unit}",

@@ -493,3 +493,21 @@ def test_a_second_volume_shows_its_own_slices_and_uncertainty(viewer: AppTest) -
         for cache in ("_bases", "_overlays", "_uncertainty"):
             latest = list(viewer.session_state[cache].values())[-1]  # the last one used
             assert len(latest) == depth, cache
+
+
+def test_hd95_follows_the_ground_truth_of_the_same_volume(
+    viewer: AppTest, tiny_checkpoint: Path
+) -> None:
+    """The memoised HD95 is keyed by the truth too: the same volume with another truth mask
+    (the same predictions) gets its own distance."""
+    volume, truth = _volume_and_truth()
+    expected = Predictor.from_checkpoint(tiny_checkpoint).predict_volume(volume).masks
+    viewer.radio(key="mode").set_value(MODE_VOLUME).run()
+    viewer.file_uploader(key="volume").set_value(("v.nii.gz", _nifti(volume), "application/gzip"))
+    for mask in (truth, np.roll(truth, 9, axis=1)):
+        viewer.file_uploader(key="volume_mask").set_value(
+            ("v_mask.nii.gz", _nifti(mask), "application/gzip"))
+        viewer.run()
+        assert not viewer.exception and not viewer.error, [e.value for e in viewer.error]
+        distance = metrics.hd95(expected, mask, (1.0, 1.0, 1.0))
+        assert _metric(viewer, "HD95 (mm)") == f"{distance:.1f} mm"
