@@ -18,7 +18,7 @@ def mask_to_png(mask: np.ndarray) -> bytes:
     encodes in 0.3 instead of 0.66 ms (level 6) for a few hundred bytes more; masks are mostly
     zeros, so either is small.
     """
-    pixels = np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
+    pixels = np.multiply(np.asarray(mask) != 0, 255, dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

@@ -1,5 +1,5 @@
 """``normalize_intensity`` / ``preprocess_image``: per-channel z-score over the non-zero pixels,
-computed from sums (no gather) and checked here against the textbook two-pass formula."""
+computed without a gather of the pixels and checked here against the textbook two-pass formula."""
 
 from __future__ import annotations
 
