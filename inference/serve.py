@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from inference.api.settings import ServeSettings, get_settings
 
-PROTOCOL = "inference.api.protocol:GuardedH11Protocol"
+PROTOCOL = "inference.api.protocol:GuardedHttpToolsProtocol"
 
 
 def settings_errors(exc: ValidationError) -> str:
@@ -43,7 +43,6 @@ def connection_options(settings: ServeSettings) -> dict[str, Any]:
     return {
         "http": PROTOCOL,
         "timeout_keep_alive": settings.keep_alive_s,
-        "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
 
 

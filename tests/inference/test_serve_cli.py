@@ -55,9 +55,8 @@ def test_limit_concurrency_bounds_work_not_connections(monkeypatch: pytest.Monke
         get_settings.cache_clear()
     (call,) = calls
     assert "limit_concurrency" not in call
-    assert call["http"] == "inference.api.protocol:GuardedH11Protocol"
+    assert call["http"] == "inference.api.protocol:GuardedHttpToolsProtocol"
     assert call["timeout_keep_alive"] == 5
-    assert call["h11_max_incomplete_event_size"] == 32 * 1024
 
 
 def test_non_ascii_api_key_is_refused_at_startup_without_echoing_it(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
 import os
 import signal
@@ -161,6 +162,56 @@ def test_a_connection_flood_and_a_16_mib_header_leave_probes_and_work_alive(
         assert closed == 70
         assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200
         assert process.poll() is None
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_the_head_guards_close_drips_answer_long_lines_431_and_keep_live_connections(
+    tmp_path: Path,
+) -> None:
+    """The request-head deadline closes a connection that drips its headers (a byte every
+    0.3 s keeps uvicorn's own keep-alive timer from ever firing) but not a keep-alive
+    connection whose next request comes in time; a 40 KiB request line gets 431."""
+    with run_server(tmp_path, LGGSEG_SERVE_HEADER_TIMEOUT_S="2") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+
+        live = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(3):  # 3 requests over 3 s: more than the deadline, each in time
+            live.request("GET", "/healthz")
+            answer = live.getresponse()
+            assert answer.status == 200 and answer.read() == b'{"status":"ok"}'
+            time.sleep(1.0)
+        assert live.sock is not None and _closed_by_server(live.sock, within_s=5)  # idle: closed
+        live.close()
+
+        drip = socket.create_connection(("127.0.0.1", port))
+        drip.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        start = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - start < 6:
+            try:
+                drip.sendall(b"a")
+            except OSError:
+                closed = True
+                break
+            closed = _closed_by_server(drip, within_s=0.3)
+        drip.close()
+        assert closed and time.monotonic() - start < 4
+
+        long_line = socket.create_connection(("127.0.0.1", port))
+        long_line.sendall(b"GET /" + b"a" * 40 * 1024 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        long_line.settimeout(5)
+        assert long_line.recv(4096).startswith(b"HTTP/1.1 431")
+        long_line.close()
+        assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
 
 
 # ----------------------------------------------------------------- issue 12: memory ceiling
