@@ -113,6 +113,28 @@ class MicroBatcher(Generic[In, Out]):
                 job.future.set_exception(Overloaded("the service is shutting down"))
         self._executor.shutdown(wait=True)
 
+    def refusal(self, count: int) -> str | None:
+        """Why ``submit`` would refuse ``count`` more slices now, or None: lets a request be
+        refused before its upload is parsed and decoded, so that refusing an overload's excess
+        does not eat the CPU its admitted requests need."""
+        return self._closed() or self._over_limit(count)
+
+    def _closed(self) -> str | None:
+        if self._task is None or self._closing:
+            return "the service is not accepting work (starting or shutting down)"
+        return None
+
+    def _over_limit(self, count: int) -> str | None:
+        if self._pending + count > self.queue_limit:
+            return f"{self._pending} slices are already queued"
+        expected = self.expected_wait_s(count)
+        budget = self.latency_budget_s
+        # An idle model always takes work: that is also how a stale, slow estimate recovers.
+        idle = self._pending == 0
+        if not idle and budget is not None and expected is not None and expected > budget:
+            return f"the expected wait of {expected:.1f} s exceeds {budget:g} s"
+        return None
+
     async def submit(
         self, items: Sequence[In], *, timeout: float, bypass_limit: bool = False
     ) -> list[Out]:
@@ -122,17 +144,9 @@ class MicroBatcher(Generic[In, Out]):
         ``bypass_limit``, used by volume requests that are admitted separately), and
         BatchTimeout after ``timeout`` seconds.
         """
-        if self._task is None or self._closing:
-            raise Overloaded("the service is not accepting work (starting or shutting down)")
-        if not bypass_limit:
-            if self._pending + len(items) > self.queue_limit:
-                raise Overloaded(f"{self._pending} slices are already queued")
-            expected = self.expected_wait_s(len(items))
-            budget = self.latency_budget_s
-            # An idle model always takes work: that is also how a stale, slow estimate recovers.
-            idle = self._pending == 0
-            if not idle and budget is not None and expected is not None and expected > budget:
-                raise Overloaded(f"the expected wait of {expected:.1f} s exceeds {budget:g} s")
+        reason = self._closed() or (None if bypass_limit else self._over_limit(len(items)))
+        if reason is not None:
+            raise Overloaded(reason)
         loop = asyncio.get_running_loop()
         jobs: list[_Job[In, Out]] = [_Job(item, loop.create_future()) for item in items]
         self._pending += len(jobs)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from inference.api.admission import request_bytes
 from inference.api.middleware import is_keylike
 from inference.api.multipart import Form, read_form, read_parts
-from inference.api.service import ModelService
+from inference.api.service import ModelService, Work
 from inference.api.settings import ServeSettings
 from inference.decode import DecodedSize, decoded_size
 
@@ -101,14 +101,20 @@ async def _body_reserved(
 
 class FormFiles:
     """Read the named multipart fields into memory (see ``inference.api.multipart``), the
-    body's memory reserved before a byte is read (``_body_reserved``)."""
+    body's memory reserved before a byte is read (``_body_reserved``). With ``work``, a request
+    the model would refuse anyway (full queue, expected wait over the budget, volume slot
+    taken) gets its 503 before a byte of the body is parsed (``ModelService.check_capacity``).
+    """
 
-    def __init__(self, *names: str) -> None:
+    def __init__(self, *names: str, work: Work | None = None) -> None:
         self.names = names
+        self.work = work
 
     async def __call__(
         self, request: Request, settings: SettingsDep, service: ReadyServiceDep
     ) -> AsyncIterator[dict[str, bytes]]:
+        if self.work is not None:
+            service.check_capacity(self.work)
         async with _body_reserved(request, settings, service):
             yield await read_form(
                 request,
@@ -147,8 +153,9 @@ class FormParts:
             )
 
 
-SliceForm = Annotated[dict[str, bytes], Depends(FormFiles("file"))]
-EvaluateForm = Annotated[dict[str, bytes], Depends(FormFiles("file", "mask"))]
+SliceForm = Annotated[dict[str, bytes], Depends(FormFiles("file", work="slice"))]
+VolumeForm = Annotated[dict[str, bytes], Depends(FormFiles("file", work="volume"))]
+EvaluateForm = Annotated[dict[str, bytes], Depends(FormFiles("file", "mask", work="slice"))]
 
 
 def multipart_body(*fields: str, descriptions: dict[str, str] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from models.card import ModelCard
 from models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
+
+Work = Literal["slice", "volume"]
+"""What a request asks of the model: one slice (micro-batched) or a volume (its own slot)."""
 
 
 class SlicePredictor(Protocol):
@@ -147,6 +150,21 @@ class ModelService:
                 yield
         finally:
             self.metrics.memory_reserved.set(self.memory.used)
+
+    def check_capacity(self, work: Work) -> None:
+        """Overloaded now when ``work`` (one slice, or a volume) would be refused later anyway:
+        checked before the upload is read (``deps.FormFiles``), so an overload's excess costs
+        neither multipart parsing nor decoding. Only a hint: ``segment`` and
+        ``segment_volume`` check again when the work is submitted."""
+        batcher = self._batcher()
+        if work == "volume":
+            reason = batcher.refusal(0) or (
+                "another volume is being segmented" if self._volumes.locked() else None
+            )
+        else:
+            reason = batcher.refusal(1)
+        if reason is not None:
+            raise Overloaded(reason)
 
     async def segment(self, image: np.ndarray) -> Answer:
         """One slice through the shared micro-batches (Overloaded / BatchTimeout on trouble)."""

@@ -382,6 +382,37 @@ def test_overload_gets_503_with_retry_after_and_recovers(tiny_checkpoint: Path) 
     assert slow.batches == [1, 1, 1]
 
 
+def test_work_the_model_would_refuse_is_503_before_its_upload_is_read(
+    tiny_checkpoint: Path,
+) -> None:
+    """With the one queue place taken, a slice is refused before its body is parsed or
+    decoded: garbage that reading it would answer 415 gets 503. Likewise a second volume while
+    one is being segmented. (Under overload, refusals then cost the admitted work no CPU.)"""
+    slow = SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint), delay_s=0.5)
+    app = create_app(settings(tiny_checkpoint, queue_limit=1, max_batch=1), predictor=slow)
+    garbage = {"file": ("x", b"not an image at all")}
+    volume = nifti_bytes(np.stack([brain_like(16, 16, s) for s in range(2)], axis=2))
+
+    async def busy_then(path: str, first: bytes) -> tuple[Any, Any]:
+        async with serving(app) as http:
+            running = asyncio.ensure_future(http.post(path, files={"file": ("x", first)}))
+            service = app.state.service
+            while service.batcher.pending == 0:
+                await asyncio.sleep(0.01)
+            refused = await http.post(path, files=garbage)
+            return refused, await running
+
+    for path, first in (("/v1/segment", png_bytes(brain_like(16, 16))),
+                        ("/v1/segment/volume", volume)):  # fmt: skip
+        refused, admitted = asyncio.run(busy_then(path, first))
+        assert admitted.status_code == 200
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        assert "overloaded" in refused.json()["detail"]
+    with TestClient(app) as idle:  # the same garbage on an idle model: read, then 415
+        assert idle.post("/v1/segment", files=garbage).status_code == 415
+
+
 def test_micro_batching_groups_concurrent_requests(tiny_checkpoint: Path) -> None:
     slow = SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint), delay_s=0.3)
     app = create_app(settings(tiny_checkpoint, max_batch=4, queue_limit=32), predictor=slow)

@@ -57,12 +57,16 @@ def test_admission_is_bounded_and_immediate() -> None:
         first = asyncio.ensure_future(batcher.submit([1], timeout=5))
         second = asyncio.ensure_future(batcher.submit([2], timeout=5))
         await asyncio.sleep(0)
-        with pytest.raises(Overloaded):
+        assert batcher.refusal(1) == "2 slices are already queued"  # what submit would say
+        assert batcher.refusal(0) is None
+        with pytest.raises(Overloaded, match="2 slices are already queued"):
             await batcher.submit([3], timeout=5)
         refused_while_busy = not first.done()  # at once, not after the running batch
         results = list(await asyncio.gather(first, second))
+        assert batcher.refusal(2) is None
         results.append(await batcher.submit([4], bypass_limit=False, timeout=5))  # room again
         await batcher.stop()
+        assert batcher.refusal(1) == "the service is not accepting work (starting or shutting down)"
         return results, refused_while_busy
 
     results, refused_while_busy = asyncio.run(run())

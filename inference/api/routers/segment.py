@@ -15,6 +15,7 @@ from inference.api.deps import (
     ReadyServiceDep,
     SettingsDep,
     SliceForm,
+    VolumeForm,
     admitted,
     cancel_on_disconnect,
     multipart_body,
@@ -208,7 +209,7 @@ async def segment_volume(
     request: Request,
     service: ReadyServiceDep,
     settings: SettingsDep,
-    form: SliceForm,
+    form: VolumeForm,
     response_format: Annotated[Literal["nifti", "json"], Query(alias="format")] = "nifti",
 ) -> Response:
     async with admitted(service, settings, form["file"], what="volume"):
