@@ -83,7 +83,7 @@ class ServeSettings(BaseSettings):
     )
     queue_limit: int = Field(16, ge=1, description="slices waiting or running; beyond -> 503")
     latency_budget_s: float | None = Field(
-        0.8,
+        0.6,
         gt=0,
         description="503 when the slices ahead would take longer than this at the "
         "measured pace (keeps admitted requests fast whatever the hardware); None: off",
