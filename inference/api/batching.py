@@ -113,11 +113,11 @@ class MicroBatcher(Generic[In, Out]):
                 job.future.set_exception(Overloaded("the service is shutting down"))
         self._executor.shutdown(wait=True)
 
-    def refusal(self, count: int) -> str | None:
-        """Why ``submit`` would refuse ``count`` more slices now, or None: lets a request be
-        refused before its upload is parsed and decoded, so that refusing an overload's excess
-        does not eat the CPU its admitted requests need."""
-        return self._closed() or self._over_limit(count)
+    def refusal(self, count: int, *, bypass_limit: bool = False) -> str | None:
+        """Why ``submit(items, bypass_limit=...)`` would refuse ``count`` more slices now, or
+        None: lets a request be refused before its upload is parsed and decoded, so that
+        refusing an overload's excess does not eat the CPU its admitted requests need."""
+        return self._closed() or (None if bypass_limit else self._over_limit(count))
 
     def _closed(self) -> str | None:
         if self._task is None or self._closing:
@@ -144,7 +144,7 @@ class MicroBatcher(Generic[In, Out]):
         ``bypass_limit``, used by volume requests that are admitted separately), and
         BatchTimeout after ``timeout`` seconds.
         """
-        reason = self._closed() or (None if bypass_limit else self._over_limit(len(items)))
+        reason = self.refusal(len(items), bypass_limit=bypass_limit)
         if reason is not None:
             raise Overloaded(reason)
         loop = asyncio.get_running_loop()

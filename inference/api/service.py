@@ -157,8 +157,8 @@ class ModelService:
         neither multipart parsing nor decoding. Only a hint: ``segment`` and
         ``segment_volume`` check again when the work is submitted."""
         batcher = self._batcher()
-        if work == "volume":
-            reason = batcher.refusal(0) or (
+        if work == "volume":  # submitted with bypass_limit: only the volume slot bounds it
+            reason = batcher.refusal(0, bypass_limit=True) or (
                 "another volume is being segmented" if self._volumes.locked() else None
             )
         else:

@@ -413,6 +413,28 @@ def test_work_the_model_would_refuse_is_503_before_its_upload_is_read(
         assert idle.post("/v1/segment", files=garbage).status_code == 415
 
 
+def test_a_volume_is_not_refused_by_the_slices_latency_budget(tiny_checkpoint: Path) -> None:
+    """Volumes bypass the slices' queue limit and latency budget (only the volume slot bounds
+    them), and so does the check made before their upload is read."""
+    slow = SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint), delay_s=0.3)
+    app = create_app(settings(tiny_checkpoint, latency_budget_s=0.05, max_batch=1), predictor=slow)
+    data = png_bytes(brain_like(16, 16))
+    volume = nifti_bytes(np.stack([brain_like(16, 16, s) for s in range(2)], axis=2))
+
+    async def scenario() -> tuple[Any, Any]:
+        async with serving(app) as http:
+            await http.post("/v1/segment", files={"file": ("x", data)})  # measures the pace
+            running = asyncio.ensure_future(http.post("/v1/segment", files={"file": ("x", data)}))
+            while app.state.service.batcher.pending == 0:
+                await asyncio.sleep(0.01)
+            answer = await http.post("/v1/segment/volume", files={"file": ("v", volume)})
+            return answer, await running
+
+    answer, sliced = asyncio.run(scenario())
+    assert sliced.status_code == 200
+    assert answer.status_code == 200, answer.text
+
+
 def test_micro_batching_groups_concurrent_requests(tiny_checkpoint: Path) -> None:
     slow = SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint), delay_s=0.3)
     app = create_app(settings(tiny_checkpoint, max_batch=4, queue_limit=32), predictor=slow)

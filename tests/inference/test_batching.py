@@ -59,6 +59,7 @@ def test_admission_is_bounded_and_immediate() -> None:
         await asyncio.sleep(0)
         assert batcher.refusal(1) == "2 slices are already queued"  # what submit would say
         assert batcher.refusal(0) is None
+        assert batcher.refusal(1, bypass_limit=True) is None  # as submit lets volumes through
         with pytest.raises(Overloaded, match="2 slices are already queued"):
             await batcher.submit([3], timeout=5)
         refused_while_busy = not first.done()  # at once, not after the running batch
