@@ -126,12 +126,12 @@ def onnxruntime_int8_forward(
 
     from data.kaggle3m import read_image
     from data.preprocessing import preprocess_image
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import load_card
     from training.quantize import calibration_slices
 
     folder = Path(tempfile.mkdtemp())
     exported = export_onnx(checkpoint, folder)
-    _, card = load_checkpoint(checkpoint)
+    card = load_card(checkpoint)
     files = calibration_slices(card, data_dir, slices)
 
     class Slices(CalibrationDataReader):
